@@ -1,0 +1,23 @@
+//! Generated gRPC code for Trove (`trove.v1` public API, `trove.raft.v1` peer protocol)
+//! and the one mapping between domain errors and gRPC statuses.
+//!
+//! This is the only crate that names prost types; everything else speaks `trove-types`.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod status;
+
+/// Public API, package `trove.v1`.
+pub mod v1 {
+    tonic::include_proto!("trove.v1");
+}
+
+/// Internal peer protocol, package `trove.raft.v1`.
+pub mod raft {
+    tonic::include_proto!("trove.raft.v1");
+}
+
+/// Encoded descriptor set of every Trove proto file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trove_descriptor");
+
+pub use status::{error_from_status, status_from_error};

@@ -1,0 +1,41 @@
+//! openraft glue for Trove: the type configuration, the storage adapters (log store
+//! over the segment log, state machine over the sled state store), the network
+//! adapter (tonic clients, one channel per peer) and the peer gRPC service.
+//!
+//! Nothing here knows about the public API; the server crate wires it up.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod peer_service;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use network::{Network, PeerIdentity};
+pub use peer_service::{AnnounceHandler, PeerService};
+pub use state_machine::{RaftMeta, StateMachine};
+pub use types::{Applied, LogId, Raft, SnapshotDir, TroveNode, TypeConfig};
+
+/// openraft configuration tuned for Trove (validated).
+pub fn raft_config(
+    heartbeat_ms: u64,
+    election_min_ms: u64,
+    election_max_ms: u64,
+    snapshot_every_entries: u64,
+) -> Result<openraft::Config, openraft::ConfigError> {
+    openraft::Config {
+        cluster_name: "trove".into(),
+        heartbeat_interval: heartbeat_ms,
+        election_timeout_min: election_min_ms,
+        election_timeout_max: election_max_ms,
+        // A big snapshot is streamed; openraft uses this as the transfer's hard deadline.
+        install_snapshot_timeout: 3_600_000,
+        max_payload_entries: 256,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
+        max_in_snapshot_log_to_keep: 64,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+}

@@ -1,0 +1,343 @@
+//! openraft's `RaftLogStorage` over Trove's segment log and meta file.
+//!
+//! Durability contract (see ARCHITECTURE.md):
+//! - `append` writes entries into the segment log (readable at once) and hands the
+//!   `IOFlushed` callback to the flusher thread, which fdatasyncs once for every
+//!   append that queued up while the previous fdatasync ran (group commit) and only
+//!   then fires the callbacks. A callback never fires before its entries are on disk.
+//! - `save_vote` first makes all appended entries durable, then writes the vote to the
+//!   meta file with fdatasync, so vote and log IO are never reordered.
+//! - `truncate_after` and `purge` are durable before they return; `purge` records the
+//!   purge point in the meta file before deleting any segment, so the log has no holes.
+//! - `save_committed` is written without fsync (it is only an optimisation); a lost or
+//!   stale value is harmless, and `read_committed` ignores a value the log cannot back.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use serde::{Deserialize, Serialize};
+use trove_storage::log::{LogOptions, SegmentLog};
+use trove_storage::meta::MetaFile;
+use trove_types::limits::MAX_APPEND_BATCH_BYTES;
+
+use crate::codec::{decode, encode};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Durable Raft metadata kept in the meta file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RaftMetaRecord {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+struct MetaState {
+    file: MetaFile,
+    rec: RaftMetaRecord,
+}
+
+struct Shared {
+    log: SegmentLog,
+    meta: Mutex<MetaState>,
+    /// Last log id appended (or the purge point when the log is empty).
+    last_log_id: Mutex<Option<LogId>>,
+}
+
+/// A flush request: fire `callback` once everything appended before it is durable.
+type FlushRequest = IOFlushed<TypeConfig>;
+
+/// The log store handed to openraft. Cheap to clone (shares everything).
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    flusher: SyncSender<FlushRequest>,
+}
+
+/// Reader handle given to replication tasks and the apply worker.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl LogStore {
+    /// Opens the log in `dir/log` and the meta file `dir/raft-meta`.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        trove_storage::fsutil::create_dir_durable(dir)?;
+        let (meta_file, payload) = MetaFile::open(&dir.join("raft-meta"))?;
+        let rec: RaftMetaRecord = match payload {
+            Some(p) => decode(&p)?,
+            None => RaftMetaRecord::default(),
+        };
+        let (log, report) = SegmentLog::open(&dir.join("log"), LogOptions::default())?;
+        if report.torn_tail_bytes_discarded > 0 {
+            tracing::warn!(
+                bytes = report.torn_tail_bytes_discarded,
+                "discarded a torn (unacknowledged) tail of the raft log"
+            );
+        }
+        if let Some(p) = &rec.last_purged {
+            log.purge_upto(p.index)?;
+        }
+        let last_log_id = match log.last_index() {
+            Some(i) => {
+                let bytes = log
+                    .read(i)?
+                    .ok_or_else(|| io_err(format!("last log entry {i} unreadable")))?;
+                let e: Entry = decode(&bytes)?;
+                Some(e.log_id)
+            }
+            None => rec.last_purged,
+        };
+        let shared = Arc::new(Shared {
+            log,
+            meta: Mutex::new(MetaState {
+                file: meta_file,
+                rec,
+            }),
+            last_log_id: Mutex::new(last_log_id),
+        });
+        let (tx, rx) = sync_channel::<FlushRequest>(4096);
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flusher".into())
+            .spawn(move || flusher_loop(s2, rx))?;
+        Ok(LogStore {
+            shared,
+            flusher: tx,
+        })
+    }
+
+    /// Total bytes of the log's segment files.
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.log.total_bytes()
+    }
+
+    fn write_meta(&self, f: impl FnOnce(&mut RaftMetaRecord), sync: bool) -> io::Result<()> {
+        let mut m = self.shared.meta.lock().map_err(io_err)?;
+        let mut rec = m.rec.clone();
+        f(&mut rec);
+        let bytes = encode(&rec)?;
+        m.file.write(&bytes, sync)?;
+        m.rec = rec;
+        Ok(())
+    }
+}
+
+/// Group commit: wait for one request, take every request queued behind it, fdatasync
+/// once, complete them all.
+fn flusher_loop(shared: Arc<Shared>, rx: Receiver<FlushRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let res = shared.log.sync();
+        match res {
+            Ok(_) => {
+                for cb in batch {
+                    cb.io_completed(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Never retry an fsync: after a failed fsync the page cache may have dropped
+                // the dirty pages. Report the error; openraft stops the node.
+                tracing::error!(error = %e, "raft log fdatasync failed; the node must stop");
+                let msg = e.to_string();
+                for cb in batch {
+                    cb.io_completed(Err(io::Error::other(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn range_to_half_open<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl LogReader {
+    fn read(&self, start: u64, end: u64, max_bytes: usize) -> io::Result<Vec<Entry>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let recs = self.shared.log.read_range(start, end, max_bytes)?;
+        recs.into_iter()
+            .map(|(idx, b)| {
+                let e: Entry = decode(&b)?;
+                if e.log_id.index != idx {
+                    return Err(io_err(format!(
+                        "log record {idx} holds entry {}: corrupt log",
+                        e.log_id.index
+                    )));
+                }
+                Ok(e)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (s, e) = range_to_half_open(&range);
+        self.read(s, e, usize::MAX)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.meta.lock().map_err(io_err)?.rec.vote)
+    }
+
+    /// Caps an AppendEntries payload by bytes (openraft caps only by entry count).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.read(start, end, MAX_APPEND_BATCH_BYTES)
+    }
+
+    /// Streams entries in bounded batches so that applying a long backlog of chunk
+    /// entries never loads it all into memory.
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = Result<Entry, io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let (start, end) = range_to_half_open(&range);
+        let reader = self.clone();
+        let batches = futures::stream::unfold(Some(start), move |next| {
+            let reader = reader.clone();
+            async move {
+                let next = next?;
+                if next >= end {
+                    return None;
+                }
+                match reader.read(next, end, MAX_APPEND_BATCH_BYTES) {
+                    Ok(v) if v.is_empty() => None,
+                    Ok(v) => {
+                        let after = v.last().map(|e| e.log_id.index + 1);
+                        Some((futures::stream::iter(v.into_iter().map(Ok)), after))
+                    }
+                    Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
+                }
+            }
+        });
+        futures::StreamExt::flatten(batches)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.shared.meta.lock().map_err(io_err)?.rec.last_purged;
+        let last_log_id = *self.shared.last_log_id.lock().map_err(io_err)?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last_log_id.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // Entries appended before this vote become durable first: log and vote IO are
+        // never reordered.
+        self.shared.log.sync()?;
+        let v = *vote;
+        self.write_meta(|r| r.vote = Some(v), true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.write_meta(|r| r.committed = committed, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        let rec = self.shared.meta.lock().map_err(io_err)?.rec.clone();
+        let Some(c) = rec.committed else {
+            return Ok(None);
+        };
+        // A lazily written commit index may be ahead of what the log holds after a power
+        // cut; only report it if the log (or the purge point) backs it.
+        if let Some(p) = rec.last_purged
+            && c.index <= p.index
+        {
+            return Ok(Some(c));
+        }
+        match self.shared.log.read(c.index)? {
+            Some(b) => {
+                let e: Entry = decode(&b)?;
+                Ok((e.log_id == c).then_some(c))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut last = None;
+        let mut recs = Vec::new();
+        for e in entries {
+            last = Some(e.log_id);
+            recs.push((e.log_id.index, bytes::Bytes::from(encode(&e)?)));
+        }
+        self.shared.log.append(recs)?;
+        if let Some(l) = last {
+            *self.shared.last_log_id.lock().map_err(io_err)? = Some(l);
+        }
+        self.flusher
+            .send(callback)
+            .map_err(|_| io_err("raft log flusher thread has stopped"))?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.shared.log.truncate_after(last_log_id.map(|l| l.index))?;
+        let purged = self.shared.meta.lock().map_err(io_err)?.rec.last_purged;
+        *self.shared.last_log_id.lock().map_err(io_err)? = last_log_id.or(purged);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // Record the purge point durably first, then delete: never a hole.
+        self.write_meta(|r| r.last_purged = Some(log_id), true)?;
+        self.shared.log.purge_upto(log_id.index)?;
+        let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
+        if last.is_none_or(|l| l.index < log_id.index) {
+            *last = Some(log_id);
+        }
+        Ok(())
+    }
+}

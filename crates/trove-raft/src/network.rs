@@ -1,0 +1,344 @@
+//! Outgoing Raft RPCs over gRPC: one channel per peer for AppendEntries and votes, a
+//! separate channel per peer for snapshots (so a long transfer never delays
+//! heartbeats). Every request carries the cluster id and the target node id.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
+use trove_proto::raft::raft_peer_client::RaftPeerClient;
+use trove_proto::raft::{Envelope, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame};
+use trove_types::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_PIECE_BYTES};
+
+use crate::codec::{decode, encode};
+use crate::types::{Snapshot, SnapshotDir, TroveNode, TypeConfig, Vote};
+
+/// Identity stamped on every outgoing peer request.
+#[derive(Clone, Debug)]
+pub struct PeerIdentity {
+    /// Cluster id of this node's cluster.
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Main,
+    Snapshot,
+}
+
+/// Creates peer clients; caches one channel per (peer address, lane).
+#[derive(Clone)]
+pub struct Network {
+    me: PeerIdentity,
+    channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
+}
+
+impl Network {
+    /// A network for the node `me`.
+    pub fn new(me: PeerIdentity) -> Network {
+        Network {
+            me,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn channel(&self, addr: &str, lane: Lane) -> Result<Channel, String> {
+        let mut map = self.channels.lock().map_err(|e| e.to_string())?;
+        if let Some(c) = map.get(&(addr.to_string(), lane)) {
+            return Ok(c.clone());
+        }
+        let ch = peer_endpoint(addr)?.connect_lazy();
+        map.insert((addr.to_string(), lane), ch.clone());
+        Ok(ch)
+    }
+
+    fn client(&self, target: u64, node: &TroveNode, lane: Lane) -> PeerClient {
+        PeerClient {
+            me: self.me.clone(),
+            target,
+            addr: node.peer_addr.clone(),
+            channel: self.channel(&node.peer_addr, lane),
+        }
+    }
+
+    /// A raw gRPC client to a peer's Raft port (used for announcements).
+    pub fn raw_client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        Ok(peer_grpc(self.channel(addr, Lane::Main)?))
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &PeerIdentity {
+        &self.me
+    }
+}
+
+/// Builds the endpoint for a peer address ("host:port" or a URL).
+pub fn peer_endpoint(addr: &str) -> Result<Endpoint, String> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
+fn peer_grpc(ch: Channel) -> RaftPeerClient<Channel> {
+    RaftPeerClient::new(ch)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &TroveNode) -> PeerClient {
+        self.client(target, node, Lane::Main)
+    }
+
+    async fn new_snapshot_client(&mut self, target: u64, node: &TroveNode) -> PeerClient {
+        self.client(target, node, Lane::Snapshot)
+    }
+}
+
+/// A client for one peer.
+pub struct PeerClient {
+    me: PeerIdentity,
+    target: u64,
+    addr: String,
+    channel: Result<Channel, String>,
+}
+
+type RpcErr = RPCError<TypeConfig>;
+
+fn unreachable(msg: impl std::fmt::Display) -> RpcErr {
+    RPCError::Unreachable(Unreachable::new(&AnyError::error(msg)))
+}
+
+fn network(msg: impl std::fmt::Display) -> RpcErr {
+    RPCError::Network(NetworkError::new(&AnyError::error(msg)))
+}
+
+/// Maps a gRPC failure: connection-level problems are `Unreachable` (openraft backs
+/// off); anything else is a network error.
+fn from_status(addr: &str, st: tonic::Status) -> RpcErr {
+    match st.code() {
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied => {
+            unreachable(format!("{addr}: {}", st.message()))
+        }
+        _ => network(format!("{addr}: {st}")),
+    }
+}
+
+impl PeerClient {
+    fn envelope<T: Serialize>(&self, v: &T) -> Result<Envelope, RpcErr> {
+        Ok(Envelope {
+            cluster_id: self.me.cluster_id.clone(),
+            target_node_id: self.target,
+            source_node_id: self.me.node_id,
+            payload: encode(v).map_err(network)?.into(),
+        })
+    }
+
+    fn grpc(&self) -> Result<RaftPeerClient<Channel>, RpcErr> {
+        self.channel.clone().map(peer_grpc).map_err(unreachable)
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RpcErr>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<Envelope>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<trove_proto::raft::Reply>, tonic::Status>>,
+    {
+        let mut request = tonic::Request::new(self.envelope(req)?);
+        request.set_timeout(option.hard_ttl());
+        let reply = f(self.grpc()?, request)
+            .await
+            .map_err(|st| from_status(&self.addr, st))?
+            .into_inner();
+        let res: Result<Resp, String> = decode(&reply.payload).map_err(network)?;
+        res.map_err(network)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotDir;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
+        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RpcErr> {
+        self.call(&req, &option, |mut c, r| async move { c.transfer_leader(r).await })
+            .await
+    }
+
+    /// Streams the snapshot directory file by file in bounded pieces. The producer runs
+    /// in its own task feeding a bounded channel, so the gRPC call and the reading
+    /// proceed together and memory stays bounded.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = SnapshotFrame {
+            frame: Some(snapshot_frame::Frame::Header(SnapshotHeader {
+                envelope: Some(
+                    self.envelope(&(vote, snapshot.meta.clone()))
+                        .map_err(rpc_to_streaming)?,
+                ),
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotFrame>(2);
+        let dir = snapshot.snapshot.path.clone();
+        let producer = tokio::spawn(async move {
+            if tx.send(header).await.is_err() {
+                return Ok(());
+            }
+            send_snapshot_files(&dir, &tx).await
+        });
+        let mut grpc = self.grpc().map_err(rpc_to_streaming)?;
+        let call = grpc.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let res = tokio::select! {
+            r = call => r,
+            closed = cancel => {
+                producer.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        match producer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(rpc_to_streaming(network(format!("reading snapshot: {e}")))),
+            Err(e) => return Err(rpc_to_streaming(network(e))),
+        }
+        let reply = res
+            .map_err(|st| rpc_to_streaming(from_status(&self.addr, st)))?
+            .into_inner();
+        let r: Result<SnapshotResponse<TypeConfig>, String> =
+            decode(&reply.payload).map_err(|e| rpc_to_streaming(network(e)))?;
+        r.map_err(|e| rpc_to_streaming(network(e)))
+    }
+}
+
+fn rpc_to_streaming(e: RpcErr) -> StreamingError<TypeConfig> {
+    match e {
+        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+        RPCError::Timeout(t) => StreamingError::Timeout(t),
+        RPCError::Network(n) => StreamingError::Network(n),
+        RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&AnyError::error(r))),
+    }
+}
+
+/// Lists the files of a snapshot directory as relative names (`state.bin`,
+/// `chunks/<hex>`), in a stable order.
+pub fn snapshot_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = vec![("state.bin".to_string(), dir.join("state.bin"))];
+    let chunks = dir.join("chunks");
+    if chunks.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(&chunks)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        for n in names {
+            out.push((format!("chunks/{n}"), chunks.join(&n)));
+        }
+    }
+    Ok(out)
+}
+
+async fn send_snapshot_files(dir: &Path, tx: &tokio::sync::mpsc::Sender<SnapshotFrame>) -> std::io::Result<()> {
+    let files = snapshot_files(dir)?;
+    let count = files.len() as u64;
+    for (name, path) in files {
+        let mut f = tokio::fs::File::open(&path).await?;
+        let mut offset = 0u64;
+        let mut crc = 0u32;
+        loop {
+            let mut buf = vec![0u8; SNAPSHOT_PIECE_BYTES];
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = f.read(&mut buf[filled..]).await?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            buf.truncate(filled);
+            crc = crc32c::crc32c_append(crc, &buf);
+            let last = filled < SNAPSHOT_PIECE_BYTES;
+            let len = buf.len() as u64;
+            let frame = SnapshotFrame {
+                frame: Some(snapshot_frame::Frame::Chunk(SnapshotFileChunk {
+                    name: name.clone(),
+                    offset,
+                    data: buf.into(),
+                    last,
+                    file_len: if last { offset + len } else { 0 },
+                    file_crc32c: if last { crc } else { 0 },
+                })),
+            };
+            if tx.send(frame).await.is_err() {
+                return Ok(()); // the call ended; its result reports why
+            }
+            offset += len;
+            if last {
+                break;
+            }
+        }
+    }
+    let _ = tx
+        .send(SnapshotFrame {
+            frame: Some(snapshot_frame::Frame::DoneFileCount(count)),
+        })
+        .await;
+    Ok(())
+}

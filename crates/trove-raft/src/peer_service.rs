@@ -1,0 +1,244 @@
+//! The incoming side of the peer protocol: a tonic service that checks the cluster id
+//! and target node id of every request, decodes it and hands it to openraft.
+//!
+//! Snapshots arrive as a stream of file pieces; they are written to a temporary
+//! directory next to the snapshots (bounded memory), each file's length and CRC32C
+//! checked, the whole directory verified, and only then given to openraft.
+
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tonic::{Request, Response, Status, Streaming};
+use trove_proto::raft::raft_peer_server::RaftPeer;
+use trove_proto::raft::{Envelope, Reply, SnapshotFrame, snapshot_frame};
+
+use crate::codec::{decode, encode};
+use crate::network::PeerIdentity;
+use crate::types::{Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, Vote};
+
+/// Handles a node's announcement of its addresses (implemented by the server, which
+/// serialises membership changes).
+pub type AnnounceHandler =
+    Arc<dyn Fn(u64, TroveNode) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The peer gRPC service.
+pub struct PeerService {
+    me: PeerIdentity,
+    raft: Raft,
+    incoming_dir: PathBuf,
+    announce: AnnounceHandler,
+}
+
+impl PeerService {
+    /// A service for node `me`; incoming snapshots are assembled under `incoming_dir`.
+    pub fn new(me: PeerIdentity, raft: Raft, incoming_dir: PathBuf, announce: AnnounceHandler) -> Self {
+        PeerService {
+            me,
+            raft,
+            incoming_dir,
+            announce,
+        }
+    }
+
+    fn check(&self, env: &Envelope) -> Result<(), Status> {
+        if env.cluster_id != self.me.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: this node (id {}) belongs to cluster {}, the request is for cluster {}",
+                self.me.node_id, self.me.cluster_id, env.cluster_id
+            )));
+        }
+        if env.target_node_id != self.me.node_id {
+            return Err(Status::failed_precondition(format!(
+                "node id mismatch: this is node {}, the request is for node {}",
+                self.me.node_id, env.target_node_id
+            )));
+        }
+        Ok(())
+    }
+
+    fn open<T: DeserializeOwned>(&self, env: &Envelope) -> Result<T, Status> {
+        self.check(env)?;
+        decode(&env.payload).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+    }
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Response<Reply>, Status> {
+    let r: Result<T, String> = r.map_err(|e| e.to_string());
+    let payload = encode(&r).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Reply {
+        payload: payload.into(),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc = self.open(req.get_ref())?;
+        reply(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc = self.open(req.get_ref())?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc = self.open(req.get_ref())?;
+        reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let rpc = self.open(req.get_ref())?;
+        reply(self.raft.handle_transfer_leader(rpc).await)
+    }
+
+    async fn announce(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        self.check(req.get_ref())?;
+        let node: TroveNode = decode(&req.get_ref().payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable announcement: {e}")))?;
+        let from = req.get_ref().source_node_id;
+        reply((self.announce)(from, node).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotFrame>>,
+    ) -> Result<Response<Reply>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let Some(snapshot_frame::Frame::Header(h)) = first.frame else {
+            return Err(Status::invalid_argument("snapshot stream must start with a header"));
+        };
+        let env = h
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("snapshot header without envelope"))?;
+        let (vote, meta): (Vote, SnapshotMeta) = self.open(&env)?;
+        let tmp = self
+            .incoming_dir
+            .join(format!("incoming-{}.tmp", uuid_like(&meta)));
+        let res = receive_files(&mut stream, &tmp).await;
+        let dir = match res {
+            Ok(()) => tmp.with_extension("ready"),
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                return Err(e);
+            }
+        };
+        // Verify everything before openraft sees it.
+        let tmp2 = tmp.clone();
+        let dir2 = dir.clone();
+        let verified = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            trove_storage::snapshot::verify_snapshot(&tmp2).map_err(|e| e.to_string())?;
+            if dir2.exists() {
+                std::fs::remove_dir_all(&dir2).map_err(|e| e.to_string())?;
+            }
+            std::fs::rename(&tmp2, &dir2).map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        if let Err(e) = verified {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            return Err(Status::data_loss(format!("received snapshot failed verification: {e}")));
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotDir { path: dir.clone() },
+        };
+        let r = self.raft.install_full_snapshot(vote, snapshot).await;
+        // The state machine copied (hard-linked) what it needs.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        reply(r)
+    }
+}
+
+fn uuid_like(meta: &SnapshotMeta) -> String {
+    let idx = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{idx}-{nanos}")
+}
+
+/// Only `state.bin` and `chunks/<64 hex>` may be written: nothing can escape the
+/// temporary directory.
+fn safe_relative(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    if name == "state.bin" {
+        return Some(p.to_path_buf());
+    }
+    let rest = name.strip_prefix("chunks/")?;
+    (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit())).then(|| p.to_path_buf())
+}
+
+async fn receive_files(stream: &mut Streaming<SnapshotFrame>, dir: &Path) -> Result<(), Status> {
+    let io = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
+    if tokio::fs::try_exists(dir).await.map_err(io)? {
+        tokio::fs::remove_dir_all(dir).await.map_err(io)?;
+    }
+    tokio::fs::create_dir_all(dir.join("chunks")).await.map_err(io)?;
+    let mut current: Option<(String, Pin<Box<tokio::fs::File>>, u32, u64)> = None;
+    let mut files_done = 0u64;
+    loop {
+        let Some(frame) = stream.message().await? else {
+            return Err(Status::invalid_argument("snapshot stream ended early"));
+        };
+        match frame.frame {
+            Some(snapshot_frame::Frame::Chunk(c)) => {
+                let rel = safe_relative(&c.name)
+                    .ok_or_else(|| Status::invalid_argument(format!("bad snapshot file name {:?}", c.name)))?;
+                if current.as_ref().is_none_or(|(n, ..)| n != &c.name) {
+                    if c.offset != 0 {
+                        return Err(Status::invalid_argument("snapshot file does not start at offset 0"));
+                    }
+                    let f = tokio::fs::File::create(dir.join(&rel)).await.map_err(io)?;
+                    current = Some((c.name.clone(), Box::pin(f), 0, 0));
+                }
+                let Some((_, f, crc, written)) = current.as_mut() else {
+                    return Err(Status::internal("no open snapshot file"));
+                };
+                if c.offset != *written {
+                    return Err(Status::invalid_argument("snapshot pieces out of order"));
+                }
+                f.seek(std::io::SeekFrom::Start(c.offset)).await.map_err(io)?;
+                f.write_all(&c.data).await.map_err(io)?;
+                *crc = crc32c::crc32c_append(*crc, &c.data);
+                *written += c.data.len() as u64;
+                if c.last {
+                    if *written != c.file_len || *crc != c.file_crc32c {
+                        return Err(Status::data_loss(format!(
+                            "snapshot file {} arrived damaged (length or CRC mismatch)",
+                            c.name
+                        )));
+                    }
+                    f.sync_all().await.map_err(io)?;
+                    current = None;
+                    files_done += 1;
+                }
+            }
+            Some(snapshot_frame::Frame::DoneFileCount(n)) => {
+                if n != files_done || current.is_some() {
+                    return Err(Status::data_loss(format!(
+                        "snapshot incomplete: {files_done} of {n} files received"
+                    )));
+                }
+                trove_storage::fsutil::sync_dir(&dir.join("chunks")).map_err(|e| Status::internal(e.to_string()))?;
+                trove_storage::fsutil::sync_dir(dir).map_err(|e| Status::internal(e.to_string()))?;
+                return Ok(());
+            }
+            _ => return Err(Status::invalid_argument("unexpected frame in snapshot stream")),
+        }
+    }
+}

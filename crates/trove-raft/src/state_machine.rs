@@ -1,0 +1,316 @@
+//! openraft's `RaftStateMachine` over Trove's sled state store and snapshot directories.
+//!
+//! Apply is deterministic: it only reads the command and the current state. The last
+//! applied log id and the membership are stored atomically with each entry's effects
+//! (as "raft meta" in the same sled batch), so after a crash the store reports exactly
+//! what it holds and openraft re-applies the rest from the log.
+//!
+//! Snapshots are directories under `<data>/snapshots/`, built from a point-in-time view
+//! (the builder holds the apply lock while exporting) with hard links to the chunk
+//! files they reference.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use trove_storage::snapshot::verify_snapshot;
+use trove_storage::state::StateStore;
+use trove_types::{CommandResult, OpOk};
+
+use crate::codec::{decode, encode};
+use crate::types::{Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// What the state store keeps about Raft next to the data.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RaftMeta {
+    /// Last applied log id.
+    pub last_applied: Option<LogId>,
+    /// Last membership applied.
+    pub membership: StoredMembership,
+    /// Highest node id that was ever a member: ids are never reused.
+    pub max_node_id: u64,
+}
+
+impl RaftMeta {
+    fn decode(b: Option<Vec<u8>>) -> io::Result<RaftMeta> {
+        match b {
+            Some(b) => Ok(decode(&b)?),
+            None => Ok(RaftMeta::default()),
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<StateStore>,
+    snapshots_dir: PathBuf,
+    /// Serialises apply against snapshot export (point-in-time view).
+    apply_lock: Mutex<()>,
+    /// The current snapshot (meta + directory).
+    current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf)>>,
+}
+
+/// The state machine handed to openraft; clones share everything.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(io_err)?
+}
+
+impl StateMachine {
+    /// Opens the state machine over `store`, with snapshots kept in `snapshots_dir`.
+    /// Loads the newest valid snapshot; if the store is behind it (the store lost
+    /// unflushed state), installs the snapshot into the store.
+    pub fn open(store: Arc<StateStore>, snapshots_dir: &Path) -> io::Result<StateMachine> {
+        trove_storage::fsutil::create_dir_durable(snapshots_dir)?;
+        let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(snapshots_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if !name.starts_with("snap-") || name.ends_with(".tmp") {
+                // Leftover of an interrupted build or transfer.
+                let _ = std::fs::remove_dir_all(&path);
+                continue;
+            }
+            match verify_snapshot(&path) {
+                Ok(info) => {
+                    let meta: SnapshotMeta = decode(&info.raft_meta)?;
+                    if best.as_ref().is_none_or(|(b, _)| b.last_log_id < meta.last_log_id) {
+                        best = Some((meta, path));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "ignoring an invalid snapshot");
+                }
+            }
+        }
+        if let Some((meta, path)) = &best {
+            let applied = RaftMeta::decode(store.raft_meta()?)?;
+            if applied.last_applied < meta.last_log_id {
+                tracing::warn!(
+                    snapshot = ?meta.last_log_id, applied = ?applied.last_applied,
+                    "state store is behind the last snapshot; reinstalling it"
+                );
+                let rm = RaftMeta {
+                    last_applied: meta.last_log_id,
+                    membership: meta.last_membership.clone(),
+                    max_node_id: max_id(&meta.last_membership, applied.max_node_id),
+                };
+                store.install_snapshot(path)?;
+                store.apply(meta.last_log_id.map(|l| l.index).unwrap_or(0), None, &encode(&rm)?)?;
+            }
+        }
+        Ok(StateMachine {
+            inner: Arc::new(Inner {
+                store,
+                snapshots_dir: snapshots_dir.to_path_buf(),
+                apply_lock: Mutex::new(()),
+                current: std::sync::Mutex::new(best),
+            }),
+        })
+    }
+
+    /// The state store, for reads.
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.inner.store
+    }
+
+    /// The Raft meta stored with the last applied entry.
+    pub fn raft_meta(&self) -> io::Result<RaftMeta> {
+        RaftMeta::decode(self.inner.store.raft_meta()?)
+    }
+
+    /// Directory where incoming snapshots are assembled (same filesystem as the store).
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.inner.snapshots_dir.clone()
+    }
+}
+
+fn max_id(m: &StoredMembership, prev: u64) -> u64 {
+    m.membership().nodes().map(|(id, _)| *id).fold(prev, u64::max)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotDir;
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let m = self.raft_meta()?;
+        Ok((m.last_applied, m.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut meta = self.raft_meta()?;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            meta.last_applied = Some(entry.log_id);
+            let index = entry.log_id.index;
+            let cmd = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(cmd) => Some(cmd),
+                EntryPayload::Membership(m) => {
+                    meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                    meta.max_node_id = max_id(&meta.membership, meta.max_node_id);
+                    None
+                }
+            };
+            let meta_bytes = encode(&meta)?;
+            let store = self.inner.store.clone();
+            let _guard = self.inner.apply_lock.lock().await;
+            let result: Option<CommandResult> =
+                blocking(move || Ok(store.apply(index, cmd.as_ref(), &meta_bytes)?)).await?;
+            drop(_guard);
+            if let Some(r) = responder {
+                r.send(Applied(result.unwrap_or(Ok(OpOk::Done))));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> Result<(), io::Error> {
+        let inner = self.inner.clone();
+        let name = snapshot_name(meta);
+        let dest = inner.snapshots_dir.join(&name);
+        let _guard = inner.apply_lock.lock().await;
+        let meta2 = meta.clone();
+        let prev_max = self.raft_meta()?.max_node_id;
+        let dest2 = dest.clone();
+        blocking(move || {
+            if snapshot.path != dest2 {
+                if dest2.exists() {
+                    std::fs::remove_dir_all(&dest2)?;
+                }
+                copy_snapshot_dir(&snapshot.path, &dest2)?;
+            }
+            verify_snapshot(&dest2)?;
+            inner.store.install_snapshot(&dest2)?;
+            let rm = RaftMeta {
+                last_applied: meta2.last_log_id,
+                membership: meta2.last_membership.clone(),
+                max_node_id: max_id(&meta2.last_membership, prev_max),
+            };
+            inner
+                .store
+                .apply(meta2.last_log_id.map(|l| l.index).unwrap_or(0), None, &encode(&rm)?)?;
+            inner.store.flush()?;
+            Ok(())
+        })
+        .await?;
+        self.set_current(meta.clone(), dest)?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let cur = self.inner.current.lock().map_err(io_err)?.clone();
+        Ok(cur.map(|(meta, path)| Snapshot {
+            meta,
+            snapshot: SnapshotDir { path },
+        }))
+    }
+}
+
+impl StateMachine {
+    /// Makes `(meta, dir)` the current snapshot and deletes older snapshot directories.
+    fn set_current(&self, meta: SnapshotMeta, dir: PathBuf) -> io::Result<()> {
+        let old = self.inner.current.lock().map_err(io_err)?.replace((meta, dir.clone()));
+        if let Some((_, old_dir)) = old
+            && old_dir != dir
+        {
+            let _ = std::fs::remove_dir_all(&old_dir);
+        }
+        Ok(())
+    }
+}
+
+fn snapshot_name(meta: &SnapshotMeta) -> String {
+    match meta.last_log_id {
+        Some(l) => format!("snap-{:020}-{:020}", l.index, l.leader_id.term),
+        None => "snap-00000000000000000000-00000000000000000000".to_string(),
+    }
+}
+
+/// Copies a snapshot directory by hard links where possible (same filesystem), else by
+/// copying; fsyncs the result. Used when the source belongs to someone else.
+fn copy_snapshot_dir(src: &Path, dest: &Path) -> io::Result<()> {
+    let tmp = dest.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    copy_tree(src, &tmp)?;
+    std::fs::rename(&tmp, dest)?;
+    if let Some(p) = dest.parent() {
+        trove_storage::fsutil::sync_dir(p)?;
+    }
+    Ok(())
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let to = dest.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to)?;
+            std::fs::File::open(&to)?.sync_all()?;
+        }
+    }
+    trove_storage::fsutil::sync_dir(dest)?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let inner = self.inner.clone();
+        // Holding the apply lock makes the export a point-in-time view consistent with
+        // the raft meta read under the same lock.
+        let _guard = inner.apply_lock.lock().await;
+        let rm = self.raft_meta()?;
+        let meta = SnapshotMeta {
+            last_log_id: rm.last_applied,
+            last_membership: rm.membership.clone(),
+        };
+        let dir = inner.snapshots_dir.join(snapshot_name(&meta));
+        let meta_bytes = encode(&meta)?;
+        let dir2 = dir.clone();
+        let inner2 = inner.clone();
+        blocking(move || {
+            if dir2.exists() {
+                // Same point as an existing snapshot: rebuild it cleanly.
+                std::fs::remove_dir_all(&dir2)?;
+            }
+            inner2.store.export_snapshot(&dir2, &meta_bytes)?;
+            Ok(())
+        })
+        .await?;
+        drop(_guard);
+        self.set_current(meta.clone(), dir.clone())?;
+        tracing::info!(last = ?meta.last_log_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotDir { path: dir },
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Small filesystem helpers shared by the storage modules: durable file creation and
+//! directory fsync.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Result, StorageError};
+
+/// fsyncs a directory so that entries created, renamed or removed in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
+    f.sync_all().map_err(|e| StorageError::io(dir, e))
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temp file in the same directory,
+/// fsync, rename over `path`, fsync the directory.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| StorageError::Invalid(format!("{} has no parent", path.display())))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| StorageError::Invalid(format!("{} has no file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StorageError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| StorageError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
+    sync_dir(dir)
+}
+
+/// Creates a directory (and parents) and fsyncs its parent so the creation is durable.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Name of the file that records which on-disk format a storage directory uses.
+pub const FORMAT_FILE: &str = "FORMAT";
+
+/// Reads `dir/FORMAT` (one line: `<kind> <version>`) and refuses a directory written by
+/// another kind of store or by a format version other than `supported`, without modifying
+/// anything. Returns whether the file exists (a missing file means a new directory).
+pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool> {
+    let path = dir.join(FORMAT_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(&path, e)),
+    };
+    let mut words = text.split_whitespace();
+    let (found_kind, version) = match (words.next(), words.next(), words.next()) {
+        (Some(k), Some(v), None) => (k, v),
+        _ => return Err(StorageError::corrupt(&path, format!("unreadable format line {text:?}"))),
+    };
+    if found_kind != kind {
+        return Err(StorageError::corrupt(
+            &path,
+            format!("this is a {found_kind:?} directory, expected {kind:?}"),
+        ));
+    }
+    let found: u32 = version
+        .parse()
+        .map_err(|_| StorageError::corrupt(&path, format!("unreadable format version {version:?}")))?;
+    if found != supported {
+        return Err(StorageError::UnsupportedVersion {
+            path,
+            found,
+            supported,
+        });
+    }
+    Ok(true)
+}
+
+/// Writes `dir/FORMAT` durably (see [`check_format_file`]).
+pub fn write_format_file(dir: &Path, kind: &str, version: u32) -> Result<()> {
+    write_file_atomic(&dir.join(FORMAT_FILE), format!("{kind} {version}\n").as_bytes())
+}

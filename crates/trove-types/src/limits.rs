@@ -1,0 +1,51 @@
+//! Every size, count and time limit in Trove, in one place.
+//!
+//! Changing a limit here changes it everywhere; the compile-time asserts below keep
+//! related limits consistent.
+
+/// Largest record key, in bytes of UTF-8.
+pub const MAX_RECORD_KEY_BYTES: usize = 1024;
+/// Largest record value, in bytes.
+pub const MAX_RECORD_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest object key, in bytes of UTF-8.
+pub const MAX_OBJECT_KEY_BYTES: usize = 1024;
+/// Bucket names are 3..=63 characters.
+pub const MIN_BUCKET_NAME_LEN: usize = 3;
+/// Bucket names are 3..=63 characters.
+pub const MAX_BUCKET_NAME_LEN: usize = 63;
+/// Largest object size by design (5 TiB); tested up to 1 GiB.
+pub const MAX_OBJECT_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// Size of the chunks an object is stored as (and the largest data message a client
+/// may send).
+pub const CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+/// Largest client id in a request id.
+pub const MAX_CLIENT_ID_BYTES: usize = 64;
+
+/// gRPC message limit for the public API (a 1 MiB chunk plus headroom).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// gRPC message limit between peers: an AppendEntries batch is capped at
+/// [`MAX_APPEND_BATCH_BYTES`] plus framing.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Byte cap on the entries of one AppendEntries message.
+pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Size of one piece of a snapshot file on the wire.
+pub const SNAPSHOT_PIECE_BYTES: usize = 1024 * 1024;
+
+/// Default number of keys in one list page.
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
+/// Largest number of keys in one list page.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+
+/// Chunks of one upload in flight through Raft at once (bounded memory per upload).
+pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 4;
+/// How long an upload may stay unfinished before its chunks are collected.
+pub const UPLOAD_EXPIRY_MS: u64 = 10 * 60 * 1000;
+/// How long the state machine remembers a request id for deduplication.
+pub const REQUEST_ID_RETENTION_MS: u64 = 15 * 60 * 1000;
+/// Default capacity of bounded channels inside a node.
+pub const CHANNEL_CAPACITY: usize = 64;
+
+const _: () = assert!(CHUNK_SIZE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
+const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
+const _: () = assert!(2 * MAX_APPEND_BATCH_BYTES + CHUNK_SIZE_BYTES <= MAX_PEER_MESSAGE_BYTES);
+const _: () = assert!(SNAPSHOT_PIECE_BYTES + 64 * 1024 <= MAX_PEER_MESSAGE_BYTES);
