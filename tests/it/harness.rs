@@ -11,7 +11,7 @@
 //! nothing sleeps a fixed time and then asserts.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ pub const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-call deadline of the harness's own status polls.
 const STATUS_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per-call deadline of raw test calls (uploads of a few MiB on a busy 2-core machine).
+pub const RAW_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between polls.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Lines of each node's log printed when a test fails.
@@ -140,7 +142,10 @@ impl Node {
         let err = log.try_clone().expect("clone log handle");
         let child = Command::new(bin)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("TROVE_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TROVE_TEST_LOG").unwrap_or("info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -231,7 +236,8 @@ impl Cluster {
                 .join(",");
             for (id, (client, peer)) in (1..=n).zip(&ports) {
                 let mut node = cluster.new_node(id, *client, *peer);
-                node.args.extend(["--initial-cluster".into(), initial.clone()]);
+                node.args
+                    .extend(["--initial-cluster".into(), initial.clone()]);
                 node.spawn(&cluster.bin);
                 cluster.nodes.insert(id, node);
             }
@@ -299,7 +305,10 @@ impl Cluster {
                         node.log_tail(20)
                     ));
                 }
-                if tokio::net::TcpStream::connect(&node.client_addr).await.is_ok() {
+                if tokio::net::TcpStream::connect(&node.client_addr)
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
                 if start.elapsed() > STARTUP_TIMEOUT {
@@ -345,31 +354,39 @@ impl Cluster {
     }
 
     /// An SDK client over every running node.
-    pub async fn client(&mut self) -> trove_client::Client {
+    pub fn client(&mut self) -> trove_client::Client {
         let eps = self.endpoints();
         trove_client::Client::connect(eps.clone())
-            .await
             .unwrap_or_else(|e| panic!("connect to {eps:?}: {e}"))
     }
 
     /// An SDK client that talks to node `id` only.
-    pub async fn client_for(&mut self, id: u64) -> trove_client::Client {
+    pub fn client_for(&mut self, id: u64) -> trove_client::Client {
         let ep = self.node(id).client_addr.clone();
         trove_client::Client::connect(vec![ep.clone()])
-            .await
             .unwrap_or_else(|e| panic!("connect to node {id} at {ep}: {e}"))
     }
 
-    /// A raw gRPC channel to node `id` (for calls the SDK deliberately hides).
-    pub fn channel(&mut self, id: u64) -> Channel {
+    /// The harness's own short-deadline channel to node `id` (status polls).
+    fn channel(&mut self, id: u64) -> Channel {
         self.node_mut(id).channel()
     }
 
-    /// `Cluster.Status` as node `id` answers it.
+    /// A new raw gRPC channel to node `id`, for calls the SDK deliberately hides
+    /// (malformed uploads, explicit request ids). Per-call deadline `RAW_CALL_TIMEOUT`.
+    pub fn raw_channel(&self, id: u64) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.node(id).client_addr))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(RAW_CALL_TIMEOUT)
+            .connect_lazy()
+    }
+
+    /// `Cluster.Status` as node `id` sees it (its own view: `local: true`).
     pub async fn status_of(&mut self, id: u64) -> Result<StatusResponse, String> {
         let ch = self.channel(id);
         ClusterClient::new(ch)
-            .status(trove_proto::v1::StatusRequest {})
+            .status(trove_proto::v1::StatusRequest { local: true })
             .await
             .map(|r| r.into_inner())
             .map_err(|e| format!("node {id}: {:?}: {}", e.code(), e.message()))
@@ -511,8 +528,13 @@ impl Cluster {
 
     /// Starts a new process `trove server --id <id> --join <client addr of via>`.
     pub async fn spawn_joining(&mut self, id: u64, via: u64) {
+        self.spawn_joining_on(id, free_port(), free_port(), via)
+            .await
+    }
+
+    async fn spawn_joining_on(&mut self, id: u64, client_port: u16, peer_port: u16, via: u64) {
         let join = self.node(via).client_addr.clone();
-        let mut node = self.new_node(id, free_port(), free_port());
+        let mut node = self.new_node(id, client_port, peer_port);
         node.args.extend(["--join".into(), join]);
         node.spawn(&self.bin);
         self.nodes.insert(id, node);
@@ -520,6 +542,50 @@ impl Cluster {
             self.print_logs();
             panic!("joining node {id} did not start: {e}");
         }
+    }
+
+    /// Adds a node the operator's way: `add_node` without an id through the SDK (the
+    /// cluster assigns the id), then the new process is started with that id and
+    /// `--join`. Returns the assigned id once the node is a caught-up voter.
+    pub async fn add_node_via_admin(&mut self) -> u64 {
+        let leader = self.wait_for_leader(LEADER_TIMEOUT).await;
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client_addr = format!("127.0.0.1:{client_port}");
+        let peer_addr = format!("127.0.0.1:{peer_port}");
+        // AddNode returns once the learner has caught up and was promoted, which needs the
+        // process we start below: allow it much longer than the default request timeout.
+        let cfg = trove_client::ClientConfig {
+            request_timeout: LEADER_TIMEOUT,
+            ..trove_client::ClientConfig::new(self.endpoints())
+        };
+        let admin = trove_client::Client::new(cfg).expect("client");
+        let call = {
+            let (ca, pa) = (client_addr.clone(), peer_addr.clone());
+            tokio::spawn(async move { admin.add_node(None, &ca, &pa, true).await })
+        };
+        let what = format!("a member with client address {client_addr} to appear");
+        let id = poll_until(LEADER_TIMEOUT, &what, async || {
+            let leader = self.agreed_leader().await?;
+            let st = self.status_of(leader).await?;
+            st.members
+                .iter()
+                .find(|m| m.client_addr == client_addr)
+                .map(|m| m.id)
+                .ok_or_else(|| format!("members {:?}", st.members))
+        })
+        .await;
+        self.spawn_joining_on(id, client_port, peer_port, leader)
+            .await;
+        let returned = call
+            .await
+            .expect("add_node task")
+            .unwrap_or_else(|e| panic!("add_node for {client_addr}: {e}"));
+        assert_eq!(
+            returned, id,
+            "add_node returned another id than the member list shows"
+        );
+        self.wait_voter(id, LEADER_TIMEOUT).await;
+        id
     }
 
     /// Waits until the leader reports node `id` as a voter (leader or follower) that has
@@ -577,18 +643,11 @@ impl Drop for Cluster {
         for n in self.nodes.values_mut() {
             n.kill9();
         }
-        if std::env::var_os("TROVE_TEST_KEEP").is_some() {
-            if let Some(root) = self.root.take() {
-                let kept = root.keep();
-                eprintln!("harness: kept cluster files in {}", kept.display());
-            }
+        if std::env::var_os("TROVE_TEST_KEEP").is_some()
+            && let Some(root) = self.root.take()
+        {
+            let kept = root.keep();
+            eprintln!("harness: kept cluster files in {}", kept.display());
         }
     }
-}
-
-/// Opens a file for a test's scratch output inside the cluster root.
-pub fn scratch_file(cluster: &Cluster, name: &str) -> (PathBuf, File) {
-    let path = cluster.root().join(name);
-    let f = File::create(&path).expect("create scratch file");
-    (path, f)
 }

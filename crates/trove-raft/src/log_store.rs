@@ -241,7 +241,8 @@ impl RaftLogReader<TypeConfig> for LogReader {
                     Ok(v) if v.is_empty() => None,
                     Ok(v) => {
                         let after = v.last().map(|e| e.log_id.index + 1);
-                        Some((futures::stream::iter(v.into_iter().map(Ok)), after))
+                        let items: Vec<Result<Entry, io::Error>> = v.into_iter().map(Ok).collect();
+                        Some((futures::stream::iter(items), after))
                     }
                     Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
                 }

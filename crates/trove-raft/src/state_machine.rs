@@ -192,7 +192,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let inner = self.inner.clone();
         let name = snapshot_name(meta);
         let dest = inner.snapshots_dir.join(&name);
-        let _guard = inner.apply_lock.lock().await;
+        let lock_holder = self.inner.clone();
+        let _guard = lock_holder.apply_lock.lock().await;
         let meta2 = meta.clone();
         let prev_max = self.raft_meta()?.max_node_id;
         let dest2 = dest.clone();
@@ -282,6 +283,8 @@ fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotDir;
+
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let inner = self.inner.clone();
         // Holding the apply lock makes the export a point-in-time view consistent with

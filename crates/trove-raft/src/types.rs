@@ -49,3 +49,9 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+
+impl fmt::Display for Applied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}

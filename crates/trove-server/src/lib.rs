@@ -1,1 +1,398 @@
-//! placeholder
+//! A Trove node: opens its data directory, starts Raft, serves the peer protocol on the
+//! peer port and the public API (plus gRPC health and reflection) on the client port.
+//!
+//! Entry point: [`run`]. Data directory layout:
+//! `identity` (cluster id, node id, incarnation), `raft/` (log + vote),
+//! `state/` (sled), `chunks/` (content-addressed chunk files), `snapshots/`.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use trove_proto::raft::raft_peer_server::RaftPeerServer;
+use trove_proto::v1::cluster_client::ClusterClient;
+use trove_proto::v1::cluster_server::ClusterServer;
+use trove_proto::v1::objects_server::ObjectsServer;
+use trove_proto::v1::records_server::RecordsServer;
+use trove_proto::v1::{AddNodeRequest, StatusRequest};
+use trove_raft::{AnnounceHandler, LogStore, Network, PeerIdentity, PeerService, Raft, StateMachine, TroveNode};
+use trove_storage::chunks::ChunkStore;
+use trove_storage::state::StateStore;
+use trove_types::Op;
+use trove_types::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_PEER_MESSAGE_BYTES};
+
+pub use config::{ServerConfig, Tuning, derive_cluster_id, parse_initial_cluster};
+pub use error::ServerError;
+use identity::Identity;
+use node::{Node, NodeRef};
+
+/// How this start relates to the cluster.
+enum Start {
+    /// Existing data: just run.
+    Restart,
+    /// Founding member of a new cluster: initialise Raft if it is still pristine.
+    Bootstrap(Vec<(u64, String)>),
+    /// New member of an existing cluster: ask it to add us.
+    Join(String),
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|e| ServerError::Listen {
+        addr: addr.to_string(),
+        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+            "address already in use (is another node running?)".into()
+        } else {
+            e.to_string()
+        },
+    })
+}
+
+/// Asks an existing cluster for its id (through any member's client port).
+async fn fetch_cluster_id(join: &str) -> Result<String, ServerError> {
+    let ch = trove_raft::network::peer_endpoint(join)
+        .map_err(ServerError::Join)?
+        .connect()
+        .await
+        .map_err(|e| ServerError::Join(format!("cannot reach {join}: {e}")))?;
+    let st = ClusterClient::new(ch)
+        .status(StatusRequest { local: true })
+        .await
+        .map_err(|e| ServerError::Join(format!("{join} did not answer status: {}", e.message())))?;
+    Ok(st.into_inner().cluster_id)
+}
+
+/// Works out identity and start mode from the data directory and the configuration.
+async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), ServerError> {
+    if cfg.node_id == 0 {
+        return Err(ServerError::Config("--id must be at least 1".into()));
+    }
+    if let Some(id) = identity::load(&cfg.data_dir)? {
+        if id.node_id != cfg.node_id {
+            return Err(ServerError::DataDir {
+                dir: cfg.data_dir.display().to_string(),
+                reason: format!("it belongs to node {}, not node {}", id.node_id, cfg.node_id),
+            });
+        }
+        let start = if id.initial_cluster.is_empty() {
+            Start::Restart
+        } else {
+            Start::Bootstrap(id.initial_cluster.clone())
+        };
+        return Ok((id, start));
+    }
+    let incarnation = uuid::Uuid::new_v4().to_string();
+    if let Some(join) = &cfg.join {
+        let cluster_id = fetch_cluster_id(join).await?;
+        let id = Identity {
+            format: identity::IDENTITY_FORMAT,
+            cluster_id,
+            node_id: cfg.node_id,
+            incarnation,
+            initial_cluster: Vec::new(),
+        };
+        return Ok((id, Start::Join(join.clone())));
+    }
+    if cfg.initial_cluster.is_empty() {
+        return Err(ServerError::Config(format!(
+            "{} holds no data: pass --initial-cluster to found a new cluster or --join <CLIENT-ADDR> to join one",
+            cfg.data_dir.display()
+        )));
+    }
+    if !cfg.initial_cluster.iter().any(|(i, _)| *i == cfg.node_id) {
+        return Err(ServerError::Config(format!(
+            "--initial-cluster does not list this node's id {}",
+            cfg.node_id
+        )));
+    }
+    let members = cfg.initial_cluster.clone();
+    let id = Identity {
+        format: identity::IDENTITY_FORMAT,
+        cluster_id: derive_cluster_id(&members, &cfg.initial_cluster_token),
+        node_id: cfg.node_id,
+        incarnation,
+        initial_cluster: members.clone(),
+    };
+    Ok((id, Start::Bootstrap(members)))
+}
+
+/// Runs a node until `shutdown` resolves (or a fatal error).
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    // Bind first: a port in use must fail before anything is written.
+    let client_listener = bind(&config.listen_client).await?;
+    let peer_listener = bind(&config.listen_peer).await?;
+    let (ident, start) = prepare_identity(&config).await?;
+
+    let dir = config.data_dir.clone();
+    let raft_dir = dir.join("raft");
+    // Storage first (a format this binary does not understand stops here, untouched),
+    // then the identity of a brand-new directory.
+    let is_new = identity::load(&dir)?.is_none();
+    if is_new {
+        identity::create(&dir, &ident)?;
+    }
+    let log = LogStore::open(&raft_dir).map_err(ServerError::from_storage)?;
+    let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
+    let store = Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
+    let sm = StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
+
+    let me = PeerIdentity {
+        cluster_id: ident.cluster_id.clone(),
+        node_id: config.node_id,
+    };
+    let network = Network::new(me.clone());
+    let t = &config.tuning;
+    let raft_cfg = trove_raft::raft_config(t.heartbeat_ms, t.election_min_ms, t.election_max_ms, t.snapshot_every_entries)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let raft = Raft::new(config.node_id, Arc::new(raft_cfg), network.clone(), log.clone(), sm.clone())
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+
+    let node: NodeRef = Arc::new(Node::new(
+        config.clone(),
+        ident.cluster_id.clone(),
+        raft.clone(),
+        sm.clone(),
+        log,
+        network,
+    ));
+    tracing::info!(
+        node = config.node_id, cluster = %ident.cluster_id, client = %config.client_addr(), peer = %config.peer_addr(),
+        "trove node starting"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Peer port: Raft traffic only.
+    let announce_node = node.clone();
+    let announce: AnnounceHandler = Arc::new(move |id, addrs| {
+        let n = announce_node.clone();
+        Box::pin(async move { api::cluster::set_node_addrs(&n, id, addrs).await.map_err(|e| e.to_string()) })
+    });
+    let peer_svc = RaftPeerServer::new(PeerService::new(me, raft.clone(), sm.incoming_dir(), announce))
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .add_service(peer_svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: "peer port".into(),
+                reason: e.to_string(),
+            })
+    });
+
+    // Client port: public API + health + reflection.
+    let (health_reporter, health_svc) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trove_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trove_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let records = RecordsServer::new(api::records::RecordsService::new(node.clone()))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    let objects = ObjectsServer::new(api::objects::ObjectsService::new(node.clone()))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    let cluster = ClusterServer::new(api::cluster::ClusterService::new(node.clone()));
+    let mut rx = stop_rx.clone();
+    tasks.spawn(async move {
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(health_svc)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(records)
+            .add_service(objects)
+            .add_service(cluster)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: "client port".into(),
+                reason: e.to_string(),
+            })
+    });
+
+    // Join the cluster as the start mode requires.
+    match start {
+        Start::Restart => {}
+        Start::Bootstrap(members) => {
+            if !raft.is_initialized().await.map_err(|e| ServerError::Raft(e.to_string()))? {
+                let mut map = BTreeMap::new();
+                for (id, peer) in members {
+                    let client_addr = if id == config.node_id { config.client_addr() } else { String::new() };
+                    let peer_addr = if id == config.node_id { config.peer_addr() } else { peer };
+                    map.insert(id, TroveNode { peer_addr, client_addr });
+                }
+                if let Err(e) = raft.initialize(map).await {
+                    tracing::info!(error = %e, "bootstrap: raft already initialised");
+                }
+            }
+        }
+        Start::Join(addr) => {
+            let n = node.clone();
+            tasks.spawn(async move {
+                join_cluster(&n, &addr).await;
+                Ok(())
+            });
+        }
+    }
+
+    tasks.spawn(background(node.clone(), health_reporter, stop_rx.clone()));
+
+    // Wait for shutdown or a task failing.
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        },
+    };
+    tracing::info!(node = config.node_id, "trove node stopping");
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    let _ = node.store().flush();
+    tasks.abort_all();
+    result
+}
+
+/// Asks the cluster (through `addr`) to add this node, retrying until it succeeds.
+async fn join_cluster(node: &Node, addr: &str) {
+    let me = node.self_node();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let res = async {
+            let ch = node.client_channel(addr)?;
+            ClusterClient::new(ch)
+                .add_node(AddNodeRequest {
+                    id: node.id,
+                    client_addr: me.client_addr.clone(),
+                    peer_addr: me.peer_addr.clone(),
+                    promote: true,
+                })
+                .await
+        }
+        .await;
+        match res {
+            Ok(_) => {
+                tracing::info!(node = node.id, "joined the cluster");
+                return;
+            }
+            Err(st) if st.code() == tonic::Code::FailedPrecondition || st.code() == tonic::Code::AlreadyExists => {
+                tracing::error!(node = node.id, error = %st.message(), "the cluster refused to add this node");
+                return;
+            }
+            Err(st) => {
+                tracing::warn!(node = node.id, error = %st.message(), "join attempt failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Periodic duties: health status, announcing our addresses, expiring abandoned uploads.
+async fn background(
+    node: NodeRef,
+    health: tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_expire = tokio::time::Instant::now();
+    let expire_every = Duration::from_millis(node.config.tuning.expire_interval_ms);
+    let mut serving: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        let m = node.metrics();
+        if let Err(e) = &m.running_state {
+            return Err(ServerError::Raft(format!("raft stopped: {e}")));
+        }
+        // Health: serving while a leader is known.
+        let ok = m.current_leader.is_some();
+        if serving != Some(ok) {
+            serving = Some(ok);
+            let st = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for name in ["", "trove.v1.Records", "trove.v1.Objects", "trove.v1.Cluster"] {
+                health.set_service_status(name, st).await;
+            }
+        }
+        // Announce our addresses if the membership does not have them yet.
+        let want = node.self_node();
+        let have = m.membership_config.membership().get_node(&node.id).cloned();
+        if let (Some(have), Some(leader)) = (have, m.current_leader)
+            && have != want
+        {
+            let res = if leader == node.id {
+                api::cluster::set_node_addrs(&node, node.id, want).await.map_err(|e| e.to_string())
+            } else {
+                announce_to(&node, leader, &want).await
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "announcing addresses failed; will retry");
+            }
+        }
+        // Expire abandoned uploads and old request ids (leader only).
+        if m.current_leader == Some(node.id) && last_expire.elapsed() >= expire_every {
+            last_expire = tokio::time::Instant::now();
+            if let Err(e) = node.propose(None, Op::Expire).await {
+                tracing::debug!(error = %e, "expiry proposal failed");
+            }
+        }
+    }
+}
+
+async fn announce_to(node: &Node, leader: u64, want: &TroveNode) -> Result<(), String> {
+    let m = node.metrics();
+    let leader_node = m
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .cloned()
+        .ok_or("leader not in membership")?;
+    let mut c = node.network.raw_client(&leader_node.peer_addr)?;
+    let env = trove_proto::raft::Envelope {
+        cluster_id: node.cluster_id.clone(),
+        target_node_id: leader,
+        source_node_id: node.id,
+        payload: trove_raft::codec::encode(want).map_err(|e| e.to_string())?.into(),
+    };
+    let reply = c.announce(env).await.map_err(|e| e.message().to_string())?.into_inner();
+    let r: Result<(), String> = trove_raft::codec::decode(&reply.payload).map_err(|e| e.to_string())?;
+    r
+}
+

@@ -1,1 +1,615 @@
-//! placeholder
+//! Content-addressed chunk files: the bytes of objects, one file per chunk, named by the
+//! SHA-256 of its contents.
+//!
+//! Layout under the store's directory:
+//! - `FORMAT`: `trove-chunks 1`; any other version is refused before anything is touched.
+//! - `<first 2 hex>/<64 hex>`: a chunk's raw bytes (the name is the checksum).
+//! - `tmp/`: files being written; anything left here after a crash is garbage and is
+//!   removed by [`ChunkStore::open`].
+//! - `quarantine/`: chunk files that failed verification, kept for inspection and never
+//!   served again.
+//!
+//! A chunk file is never modified in place: it is written under a temp name, fsynced,
+//! renamed, and its directory fsynced. That is what makes hard links (snapshots) safe.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use trove_types::Sha256Digest;
+
+use crate::error::{Result, StorageError};
+use crate::fsutil::{check_format_file, create_dir_durable, sync_dir, write_format_file};
+
+/// Kind name written into the `FORMAT` file.
+const FORMAT_KIND: &str = "trove-chunks";
+/// The only on-disk format this binary reads and writes.
+const FORMAT_VERSION: u32 = 1;
+const TMP_DIR: &str = "tmp";
+const QUARANTINE_DIR: &str = "quarantine";
+/// Largest file [`ChunkStore::adopt`] accepts: chunks are bounded by the client message
+/// limit, so anything larger is not a chunk, and reading it whole could exhaust memory.
+const MAX_CHUNK_FILE_BYTES: u64 = trove_types::limits::MAX_CLIENT_MESSAGE_BYTES as u64;
+
+/// A directory of content-addressed chunk files. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct ChunkStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    tmp_dir: PathBuf,
+    quarantine_dir: PathBuf,
+    /// Serialises renames onto final chunk names with quarantining, so that a concurrent
+    /// repair (a fresh `put`) can never be moved into quarantine by a reader that saw the
+    /// old, corrupt file.
+    rename_lock: Mutex<()>,
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Sha256Digest {
+    Sha256::digest(data).into()
+}
+
+/// Parses a 64-character lowercase hex chunk name.
+pub fn parse_hash(name: &str) -> Option<Sha256Digest> {
+    if name.len() != 64 || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(name, &mut out).ok()?;
+    Some(out)
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the chunk store in `dir`. Refuses an unknown format
+    /// version without modifying anything; removes temp files left by a crash.
+    pub fn open(dir: &Path) -> Result<ChunkStore> {
+        // Check before creating or removing anything: a binary that does not understand
+        // the directory must leave it byte-for-byte untouched.
+        let has_format = dir.is_dir() && check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        create_dir_durable(dir)?;
+        if !has_format {
+            write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        }
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            tmp_dir: dir.join(TMP_DIR),
+            quarantine_dir: dir.join(QUARANTINE_DIR),
+            rename_lock: Mutex::new(()),
+        };
+        create_dir_durable(&inner.tmp_dir)?;
+        create_dir_durable(&inner.quarantine_dir)?;
+        remove_dir_contents(&inner.tmp_dir)?;
+        // Shard directories are created once here so that `put` never has to check.
+        let mut created = false;
+        for shard in 0..=255u8 {
+            let d = dir.join(hex::encode([shard]));
+            if !d.is_dir() {
+                fs::create_dir(&d).map_err(|e| StorageError::io(&d, e))?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(dir)?;
+        }
+        Ok(ChunkStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Where the chunk `hash` lives: `<dir>/<first 2 hex>/<64 hex>`.
+    pub fn path_of(&self, hash: &Sha256Digest) -> PathBuf {
+        let name = hex::encode(hash);
+        self.inner.dir.join(&name[..2]).join(name)
+    }
+
+    /// Stores `data` under `hash` durably. Fails with `ChecksumMismatch` if the data does
+    /// not hash to `hash`. A file already present with the right length is kept (a corrupt
+    /// one is caught and quarantined by [`ChunkStore::get`], after which `put` rewrites it).
+    pub fn put(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
+        let actual = sha256(data);
+        if &actual != hash {
+            return Err(StorageError::ChecksumMismatch(format!(
+                "chunk {}: its {} bytes hash to {}",
+                hex::encode(hash),
+                data.len(),
+                hex::encode(actual)
+            )));
+        }
+        let path = self.path_of(hash);
+        if file_len(&path)? == Some(data.len() as u64) {
+            return Ok(());
+        }
+        let tmp = self.tmp_path(hash);
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| StorageError::io(&tmp, e))?;
+            f.write_all(data).map_err(|e| StorageError::io(&tmp, e))?;
+            f.sync_all().map_err(|e| StorageError::io(&tmp, e))
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.install_tmp(&tmp, &path)
+    }
+
+    /// Reads and verifies the chunk `hash`. A file whose contents do not match its name is
+    /// moved to `quarantine/` (so it is never served again) and reported as `Corrupt`; a
+    /// missing chunk is `NotFound`.
+    pub fn get(&self, hash: &Sha256Digest) -> Result<Bytes> {
+        let path = self.path_of(hash);
+        let data = read_chunk_file(&path, hash)?;
+        if &sha256(&data) == hash {
+            return Ok(Bytes::from(data));
+        }
+        self.quarantine(hash, &path)
+    }
+
+    /// `len` bytes of chunk `hash` from `offset` (the whole chunk is read and verified:
+    /// chunks are small, and unverified bytes are never served).
+    pub fn read_range(&self, hash: &Sha256Digest, offset: u64, len: u64) -> Result<Bytes> {
+        let data = self.get(hash)?;
+        let end = offset.checked_add(len);
+        match end {
+            Some(end) if end <= data.len() as u64 => Ok(data.slice(offset as usize..end as usize)),
+            _ => Err(StorageError::Invalid(format!(
+                "range {offset}+{len} is outside chunk {} of {} bytes",
+                hex::encode(hash),
+                data.len()
+            ))),
+        }
+    }
+
+    /// Whether a file for `hash` exists (not verified).
+    pub fn contains(&self, hash: &Sha256Digest) -> bool {
+        self.path_of(hash).is_file()
+    }
+
+    /// Removes the chunk `hash` durably; fine if it is already absent.
+    pub fn remove(&self, hash: &Sha256Digest) -> Result<()> {
+        self.remove_many(std::slice::from_ref(hash))
+    }
+
+    /// Removes several chunks, fsyncing each affected shard directory once (deleting a
+    /// large object removes thousands of chunks; one fsync per file would dominate).
+    pub fn remove_many(&self, hashes: &[Sha256Digest]) -> Result<()> {
+        let mut shards = BTreeSet::new();
+        for hash in hashes {
+            let path = self.path_of(hash);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    shards.insert(hash[0]);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
+        }
+        for shard in shards {
+            sync_dir(&self.inner.dir.join(hex::encode([shard])))?;
+        }
+        Ok(())
+    }
+
+    /// Every chunk hash with a file in the store (files with other names are ignored).
+    pub fn list(&self) -> Result<Vec<Sha256Digest>> {
+        let mut out = Vec::new();
+        self.walk(|hash, _len| out.push(hash))?;
+        Ok(out)
+    }
+
+    /// Makes `dest` a hard link to the chunk `hash` (a durable copy if hard links are not
+    /// possible, e.g. across filesystems). The caller fsyncs `dest`'s directory.
+    pub fn link_to(&self, hash: &Sha256Digest, dest: &Path) -> Result<()> {
+        let src = self.path_of(hash);
+        match fs::hard_link(&src, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound && !src.exists() => Err(
+                StorageError::NotFound(format!("chunk {}", hex::encode(hash))),
+            ),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StorageError::io(dest, e)),
+            Err(_) => copy_durable(&src, dest),
+        }
+    }
+
+    /// Verifies that the file `src` holds the chunk `hash` and brings it into the store
+    /// durably (hard link, else copy). `src` itself is left as it is; it must never be
+    /// modified in place afterwards, since it may now share its inode with the store.
+    pub fn adopt(&self, hash: &Sha256Digest, src: &Path) -> Result<()> {
+        let data = read_verified_file(src, hash)?;
+        let path = self.path_of(hash);
+        if file_len(&path)? == Some(data.len() as u64) {
+            return Ok(());
+        }
+        let tmp = self.tmp_path(hash);
+        if fs::hard_link(src, &tmp).is_err() {
+            // Different filesystem or no hard links: write the bytes we verified.
+            return self.put(hash, &data);
+        }
+        // The link shares src's inode; make sure its data is on disk before it becomes
+        // a chunk the state may refer to (src's writer may not have fsynced it).
+        let synced = File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StorageError::io(&tmp, e));
+        if let Err(e) = synced {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.install_tmp(&tmp, &path)
+    }
+
+    /// Total size of all chunk files, in bytes (walks the directory; for metrics).
+    pub fn total_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        // A failed walk only makes the figure approximate; metrics must not fail.
+        let _ = self.walk(|_, len| total = total.saturating_add(len));
+        total
+    }
+
+    fn tmp_path(&self, hash: &Sha256Digest) -> PathBuf {
+        // Unique per call: two threads may write the same chunk at once.
+        self.inner.tmp_dir.join(format!(
+            "{}.{}.tmp",
+            hex::encode(hash),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    /// Renames a complete, fsynced temp file onto its final name and fsyncs the shard
+    /// directory.
+    fn install_tmp(&self, tmp: &Path, path: &Path) -> Result<()> {
+        let renamed = {
+            let _guard = self
+                .inner
+                .rename_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            fs::rename(tmp, path)
+        };
+        if let Err(e) = renamed {
+            let _ = fs::remove_file(tmp);
+            return Err(StorageError::io(path, e));
+        }
+        match path.parent() {
+            Some(shard) => sync_dir(shard),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves a chunk file that failed verification out of the way, unless a concurrent
+    /// `put` has already replaced it with good bytes (then those are returned).
+    fn quarantine(&self, hash: &Sha256Digest, path: &Path) -> Result<Bytes> {
+        let _guard = self
+            .inner
+            .rename_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let data = read_chunk_file(path, hash)?;
+        let actual = sha256(&data);
+        if &actual == hash {
+            return Ok(Bytes::from(data));
+        }
+        let name = hex::encode(hash);
+        let dest = self
+            .inner
+            .quarantine_dir
+            .join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
+        fs::rename(path, &dest).map_err(|e| StorageError::io(path, e))?;
+        sync_dir(&self.inner.quarantine_dir)?;
+        if let Some(shard) = path.parent() {
+            sync_dir(shard)?;
+        }
+        tracing::error!(
+            chunk = %name,
+            quarantined_as = %dest.display(),
+            "chunk file failed verification and was quarantined"
+        );
+        Err(StorageError::corrupt(
+            path,
+            format!(
+                "chunk {name} holds {} bytes hashing to {}; moved to {}",
+                data.len(),
+                hex::encode(actual),
+                dest.display()
+            ),
+        ))
+    }
+
+    /// Calls `f(hash, len)` for every chunk file.
+    fn walk(&self, mut f: impl FnMut(Sha256Digest, u64)) -> Result<()> {
+        for shard in 0..=255u8 {
+            let shard_hex = hex::encode([shard]);
+            let dir = self.inner.dir.join(&shard_hex);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+                let name = entry.file_name();
+                let Some(hash) = name.to_str().and_then(parse_hash) else {
+                    continue;
+                };
+                if hash[0] != shard {
+                    continue;
+                }
+                let len = entry
+                    .metadata()
+                    .map_err(|e| StorageError::io(entry.path(), e))?
+                    .len();
+                f(hash, len);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a file that should hold the chunk `hash` (from outside the store, e.g. a
+/// snapshot) and verifies it: `Corrupt` if it does not match, `NotFound` if absent.
+pub fn read_verified_file(path: &Path, hash: &Sha256Digest) -> Result<Vec<u8>> {
+    let len = file_len(path)?
+        .ok_or_else(|| StorageError::NotFound(format!("chunk file {}", path.display())))?;
+    if len > MAX_CHUNK_FILE_BYTES {
+        return Err(StorageError::corrupt(
+            path,
+            format!("{len} bytes is larger than any chunk"),
+        ));
+    }
+    let data = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+    let actual = sha256(&data);
+    if &actual != hash {
+        return Err(StorageError::corrupt(
+            path,
+            format!(
+                "chunk {} has contents hashing to {}",
+                hex::encode(hash),
+                hex::encode(actual)
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// Reads a chunk file whole, mapping absence to `NotFound`.
+fn read_chunk_file(path: &Path, hash: &Sha256Digest) -> Result<Vec<u8>> {
+    match fs::read(path) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound(format!(
+            "chunk {}",
+            hex::encode(hash)
+        ))),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// The length of the file at `path`, or `None` if it does not exist.
+fn file_len(path: &Path) -> Result<Option<u64>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Copies `src` to a new file `dest` and fsyncs it.
+fn copy_durable(src: &Path, dest: &Path) -> Result<()> {
+    let mut from = File::open(src).map_err(|e| StorageError::io(src, e))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| StorageError::io(dest, e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| StorageError::io(dest, e))?;
+    to.sync_all().map_err(|e| StorageError::io(dest, e))
+}
+
+/// Removes every file in `dir` (temp files of interrupted writes).
+fn remove_dir_contents(dir: &Path) -> Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let path = entry.path();
+        let result = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        result.map_err(|e| StorageError::io(&path, e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ChunkStore) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(&tmp.path().join("chunks")).unwrap();
+        (tmp, store)
+    }
+
+    fn chunk(seed: u8, len: usize) -> (Sha256Digest, Vec<u8>) {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        (sha256(&data), data)
+    }
+
+    #[test]
+    fn put_get_round_trip() {
+        let (_tmp, store) = store();
+        let (h, data) = chunk(1, 5000);
+        assert!(!store.contains(&h));
+        assert!(matches!(store.get(&h), Err(StorageError::NotFound(_))));
+        store.put(&h, &data).unwrap();
+        assert!(store.contains(&h));
+        assert_eq!(store.get(&h).unwrap(), data);
+        assert_eq!(store.read_range(&h, 10, 20).unwrap(), data[10..30]);
+        assert_eq!(store.read_range(&h, 5000, 0).unwrap().len(), 0);
+        assert!(store.read_range(&h, 4990, 11).is_err());
+        assert!(store.read_range(&h, u64::MAX, 2).is_err());
+        let hex = hex::encode(h);
+        assert_eq!(
+            store.path_of(&h),
+            store.dir().join(&hex[..2]).join(&hex),
+            "layout is <dir>/<2 hex>/<64 hex>"
+        );
+        assert_eq!(store.list().unwrap(), vec![h]);
+        assert_eq!(store.total_bytes(), 5000);
+        store.remove(&h).unwrap();
+        store.remove(&h).unwrap();
+        assert!(!store.contains(&h));
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn put_rejects_wrong_hash() {
+        let (_tmp, store) = store();
+        let (h, mut data) = chunk(2, 100);
+        data[0] ^= 1;
+        assert!(matches!(
+            store.put(&h, &data),
+            Err(StorageError::ChecksumMismatch(_))
+        ));
+        assert!(!store.contains(&h));
+    }
+
+    #[test]
+    fn corrupt_file_is_detected_and_quarantined() {
+        let (_tmp, store) = store();
+        let (h, data) = chunk(3, 1000);
+        store.put(&h, &data).unwrap();
+        let path = store.path_of(&h);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[500] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+
+        assert!(matches!(store.get(&h), Err(StorageError::Corrupt { .. })));
+        assert!(
+            !store.contains(&h),
+            "a corrupt chunk must not stay servable"
+        );
+        assert!(matches!(store.get(&h), Err(StorageError::NotFound(_))));
+        let quarantined: Vec<_> = fs::read_dir(store.dir().join(QUARANTINE_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(quarantined.len(), 1);
+        // Repair: a fresh put brings the good bytes back.
+        store.put(&h, &data).unwrap();
+        assert_eq!(store.get(&h).unwrap(), data);
+    }
+
+    #[test]
+    fn put_is_idempotent_and_repairs_wrong_length() {
+        let (_tmp, store) = store();
+        let (h, data) = chunk(4, 300);
+        store.put(&h, &data).unwrap();
+        let path = store.path_of(&h);
+        let before = fs::metadata(&path).unwrap();
+        store.put(&h, &data).unwrap();
+        let after = fs::metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            before.ino(),
+            after.ino(),
+            "an existing chunk is not rewritten"
+        );
+        // A truncated file (torn write of an older binary, bad disk) is replaced.
+        fs::write(&path, &data[..10]).unwrap();
+        store.put(&h, &data).unwrap();
+        assert_eq!(store.get(&h).unwrap(), data);
+        assert_eq!(fs::read_dir(store.dir().join(TMP_DIR)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn adopt_verifies_content_and_leaves_src() {
+        let (tmp, store) = store();
+        let (h, data) = chunk(5, 2000);
+        let src = tmp.path().join("incoming");
+        fs::write(&src, &data).unwrap();
+        let (other, _) = chunk(6, 10);
+        assert!(matches!(
+            store.adopt(&other, &src),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(!store.contains(&other));
+        assert!(store.adopt(&h, &tmp.path().join("missing")).is_err());
+        store.adopt(&h, &src).unwrap();
+        assert_eq!(store.get(&h).unwrap(), data);
+        assert_eq!(fs::read(&src).unwrap(), data, "src is untouched");
+        store.adopt(&h, &src).unwrap();
+    }
+
+    #[test]
+    fn link_to_shares_the_file() {
+        let (tmp, store) = store();
+        let (h, data) = chunk(7, 64);
+        store.put(&h, &data).unwrap();
+        let dest = tmp.path().join("linked");
+        store.link_to(&h, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), data);
+        assert!(store.link_to(&h, &dest).is_err(), "never overwrites dest");
+        let (missing, _) = chunk(8, 64);
+        assert!(matches!(
+            store.link_to(&missing, &tmp.path().join("x")),
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn open_cleans_temp_files_and_keeps_chunks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("chunks");
+        let (h, data) = chunk(9, 10);
+        {
+            let store = ChunkStore::open(&dir).unwrap();
+            store.put(&h, &data).unwrap();
+            fs::write(dir.join(TMP_DIR).join("leftover.tmp"), b"half").unwrap();
+        }
+        let store = ChunkStore::open(&dir).unwrap();
+        assert_eq!(fs::read_dir(dir.join(TMP_DIR)).unwrap().count(), 0);
+        assert_eq!(store.get(&h).unwrap(), data);
+    }
+
+    #[test]
+    fn open_refuses_unknown_format_version_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("chunks");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("FORMAT"), "trove-chunks 2\n").unwrap();
+        fs::create_dir(dir.join(TMP_DIR)).unwrap();
+        fs::write(dir.join(TMP_DIR).join("x.tmp"), b"keep").unwrap();
+        let err = ChunkStore::open(&dir).err().unwrap();
+        assert!(matches!(
+            err,
+            StorageError::UnsupportedVersion {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ));
+        assert!(dir.join(TMP_DIR).join("x.tmp").exists(), "nothing modified");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no shards created");
+    }
+}

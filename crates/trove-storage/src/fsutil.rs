@@ -65,7 +65,12 @@ pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool>
     let mut words = text.split_whitespace();
     let (found_kind, version) = match (words.next(), words.next(), words.next()) {
         (Some(k), Some(v), None) => (k, v),
-        _ => return Err(StorageError::corrupt(&path, format!("unreadable format line {text:?}"))),
+        _ => {
+            return Err(StorageError::corrupt(
+                &path,
+                format!("unreadable format line {text:?}"),
+            ));
+        }
     };
     if found_kind != kind {
         return Err(StorageError::corrupt(
@@ -73,9 +78,9 @@ pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool>
             format!("this is a {found_kind:?} directory, expected {kind:?}"),
         ));
     }
-    let found: u32 = version
-        .parse()
-        .map_err(|_| StorageError::corrupt(&path, format!("unreadable format version {version:?}")))?;
+    let found: u32 = version.parse().map_err(|_| {
+        StorageError::corrupt(&path, format!("unreadable format version {version:?}"))
+    })?;
     if found != supported {
         return Err(StorageError::UnsupportedVersion {
             path,
@@ -88,5 +93,8 @@ pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool>
 
 /// Writes `dir/FORMAT` durably (see [`check_format_file`]).
 pub fn write_format_file(dir: &Path, kind: &str, version: u32) -> Result<()> {
-    write_file_atomic(&dir.join(FORMAT_FILE), format!("{kind} {version}\n").as_bytes())
+    write_file_atomic(
+        &dir.join(FORMAT_FILE),
+        format!("{kind} {version}\n").as_bytes(),
+    )
 }

@@ -1,1 +1,420 @@
-//! placeholder
+//! The state machine: records, buckets, objects, uploads, chunk reference counts and the
+//! request-id deduplication table, kept in sled and changed only by [`StateStore::apply`].
+//!
+//! Invariants:
+//! - Apply is deterministic: the same entries give the same state on every replica. It
+//!   never reads the clock or a random source; time comes inside the command.
+//! - Each applied entry is one atomic sled batch on one tree, and that batch also stores
+//!   the caller's raft meta (last applied log id, membership). sled is not the durability
+//!   root: after a crash it recovers some consistent prefix of batches, the raft meta says
+//!   which, and the Raft layer re-applies the rest from its log. Apply is therefore safe to
+//!   repeat for entries whose effects on chunk files were already made.
+//! - A chunk file is written (fsynced) before any state refers to it, and removed only
+//!   after the batch that dropped its last reference has been applied.
+//!
+//! The current state tree is named by a pointer in sled's default tree, so that a snapshot
+//! can be loaded into a fresh tree and switched to with one insert (see `snapshot.rs`).
+
+mod apply;
+mod codec;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use trove_types::{ChunkRef, Command, CommandResult, Sha256Digest};
+
+use crate::chunks::ChunkStore;
+use crate::error::{Result, StorageError};
+use crate::fsutil::{check_format_file, create_dir_durable, write_format_file};
+
+pub(crate) use codec::{APPLIED_KEY, META, decode, encode, refcount_hash, validate_entry};
+
+/// Kind name written into the state directory's `FORMAT` file.
+const FORMAT_KIND: &str = "trove-state";
+/// Layout version of the state directory (sled subdirectory, tree pointer, key tables).
+const FORMAT_VERSION: u32 = 1;
+/// sled's default page cache is 1 GiB per database; several nodes share a test machine, and
+/// the hot set (metadata, not blob bytes) is small.
+const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// Key in sled's default tree naming the current state tree's generation (u64 BE).
+pub(crate) const TREE_POINTER_KEY: &[u8] = b"trove/state_tree";
+/// State trees are named `state.<generation>`; any other generation is leftover.
+const TREE_NAME_PREFIX: &str = "state.";
+
+/// A record's stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordValue {
+    pub value: Bytes,
+    /// Log index of the write that produced this value.
+    pub revision: u64,
+    /// Log index of the write that created the record (kept across overwrites).
+    pub create_revision: u64,
+}
+
+/// One entry of a record listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub key: String,
+    pub revision: u64,
+    /// Size of the value in bytes.
+    pub size: u64,
+}
+
+/// A bucket's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketMeta {
+    pub create_revision: u64,
+}
+
+/// An object's manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    /// SHA-256 of the whole object.
+    pub sha256: Sha256Digest,
+    /// The chunks, in order; their lengths sum to `size`.
+    pub chunks: Vec<ChunkRef>,
+    /// Log index of the commit that made this object visible.
+    pub revision: u64,
+}
+
+/// Sizes of the state's tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub records: u64,
+    pub buckets: u64,
+    pub objects: u64,
+    /// Uploads in progress.
+    pub uploads: u64,
+    /// Distinct chunks referenced by objects or uploads.
+    pub chunks: u64,
+}
+
+/// The state machine. `Send + Sync`; share it behind an `Arc`.
+pub struct StateStore {
+    pub(crate) db: sled::Db,
+    /// The current state tree. Readers hold the read guard for the whole read (never a
+    /// clone of the tree), because installing a snapshot drops the old tree and sled
+    /// does not support using a dropped tree.
+    pub(crate) tree: RwLock<sled::Tree>,
+    /// Taken by apply, export and install: a point-in-time view for export, and a total
+    /// order of every change. Holds the current tree's generation.
+    pub(crate) apply_lock: Mutex<u64>,
+    pub(crate) chunks: ChunkStore,
+    pub(crate) dir: PathBuf,
+}
+
+pub(crate) fn tree_name(generation: u64) -> String {
+    format!("{TREE_NAME_PREFIX}{generation}")
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the state in `dir`. Refuses an unknown format version
+    /// without modifying anything; drops a state tree left half-loaded by an interrupted
+    /// snapshot install.
+    pub fn open(dir: &Path, chunks: ChunkStore) -> Result<StateStore> {
+        let has_format = dir.is_dir() && check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        create_dir_durable(dir)?;
+        if !has_format {
+            write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        }
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()?;
+        let generation =
+            match db.get(TREE_POINTER_KEY)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    StorageError::corrupt(dir, "state tree pointer is not 8 bytes")
+                })?),
+                None => {
+                    db.insert(TREE_POINTER_KEY, &0u64.to_be_bytes())?;
+                    db.flush()?;
+                    0
+                }
+            };
+        let current = tree_name(generation);
+        for name in db.tree_names() {
+            if name.starts_with(TREE_NAME_PREFIX.as_bytes()) && name != current.as_bytes() {
+                tracing::info!(
+                    tree = %String::from_utf8_lossy(&name),
+                    "dropping a state tree left by an interrupted snapshot install"
+                );
+                db.drop_tree(&name)?;
+            }
+        }
+        let tree = db.open_tree(&current)?;
+        Ok(StateStore {
+            db,
+            tree: RwLock::new(tree),
+            apply_lock: Mutex::new(generation),
+            chunks,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory the state lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The chunk store whose files the state refers to.
+    pub fn chunks(&self) -> &ChunkStore {
+        &self.chunks
+    }
+
+    pub(crate) fn lock_apply(&self) -> MutexGuard<'_, u64> {
+        // A panic while holding the lock cannot leave sled half-changed (batches are
+        // atomic), so the state behind a poisoned lock is still consistent.
+        self.apply_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the current state tree, holding it against a snapshot install.
+    pub(crate) fn with_tree<R>(&self, f: impl FnOnce(&sled::Tree) -> Result<R>) -> Result<R> {
+        let guard = self.tree.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// The opaque raft meta stored with the last applied entry (`None`: nothing applied).
+    pub fn raft_meta(&self) -> Result<Option<Vec<u8>>> {
+        self.with_tree(|t| match t.get(APPLIED_KEY)? {
+            Some(v) => Ok(Some(decode::<Vec<u8>>(&v, "raft meta")?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Applies one log entry at `index` (the revision of its writes). `cmd` is `None` for
+    /// entries without application data. `raft_meta` is stored in the same atomic batch
+    /// as the entry's effects. Returns the command's result, `None` for no command.
+    ///
+    /// An `Err` means the node could not apply (IO, corrupt state): the caller must stop,
+    /// not skip the entry. Nothing in the state changed in that case.
+    pub fn apply(
+        &self,
+        index: u64,
+        cmd: Option<&Command>,
+        raft_meta: &[u8],
+    ) -> Result<Option<CommandResult>> {
+        let _guard = self.lock_apply();
+        self.with_tree(|tree| apply::apply_entry(tree, &self.chunks, index, cmd, raft_meta))
+    }
+
+    /// Asks sled to write its buffers to disk (sled's flush is not a full fsync; the Raft
+    /// log, not sled, is the durability root).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A record, if it exists.
+    pub fn get_record(&self, key: &str) -> Result<Option<RecordValue>> {
+        self.with_tree(|t| match t.get(codec::record_key(key))? {
+            Some(v) => {
+                let r: codec::RecordV1 = decode(&v, "record")?;
+                Ok(Some(RecordValue {
+                    value: r.value,
+                    revision: r.revision,
+                    create_revision: r.create_revision,
+                }))
+            }
+            None => Ok(None),
+        })
+    }
+
+    /// Records whose key starts with `prefix`, from `start_at` (inclusive) in key order, at
+    /// most `limit` of them (0 = the default; clamped to the maximum). The second value is
+    /// the key to start the next page at, if there are more.
+    pub fn list_records(
+        &self,
+        prefix: &str,
+        start_at: &str,
+        limit: u32,
+    ) -> Result<(Vec<RecordSummary>, Option<String>)> {
+        let (rows, next) = self.list_page(codec::RECORD, prefix, start_at, limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let r: codec::RecordV1 = decode(&value, "record")?;
+            out.push(RecordSummary {
+                key,
+                revision: r.revision,
+                size: r.value.len() as u64,
+            });
+        }
+        Ok((out, next))
+    }
+
+    /// A bucket, if it exists.
+    pub fn get_bucket(&self, bucket: &str) -> Result<Option<BucketMeta>> {
+        self.with_tree(|t| match t.get(codec::bucket_key(bucket))? {
+            Some(v) => {
+                let b: codec::BucketV1 = decode(&v, "bucket")?;
+                Ok(Some(BucketMeta {
+                    create_revision: b.create_revision,
+                }))
+            }
+            None => Ok(None),
+        })
+    }
+
+    /// Every bucket, in name order.
+    pub fn list_buckets(&self) -> Result<Vec<(String, BucketMeta)>> {
+        self.with_tree(|t| {
+            let mut out = Vec::new();
+            for kv in t.scan_prefix(codec::BUCKET) {
+                let (k, v) = kv?;
+                let name = key_suffix_string(&k, codec::BUCKET.len())?;
+                let b: codec::BucketV1 = decode(&v, "bucket")?;
+                out.push((
+                    name,
+                    BucketMeta {
+                        create_revision: b.create_revision,
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    /// An object's manifest, if it exists.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>> {
+        self.with_tree(|t| match t.get(codec::object_key(bucket, key))? {
+            Some(v) => Ok(Some(object_meta(decode(&v, "object")?))),
+            None => Ok(None),
+        })
+    }
+
+    /// Objects of `bucket` whose key starts with `prefix`, paged like
+    /// [`StateStore::list_records`].
+    pub fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_at: &str,
+        limit: u32,
+    ) -> Result<(Vec<(String, ObjectMeta)>, Option<String>)> {
+        let (rows, next) =
+            self.list_page(&codec::object_prefix(bucket), prefix, start_at, limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            out.push((key, object_meta(decode(&value, "object")?)));
+        }
+        Ok((out, next))
+    }
+
+    /// One page of `table` keys whose user part starts with `prefix`, from `start_at`, as
+    /// (user key, value).
+    fn list_page(
+        &self,
+        table: &[u8],
+        prefix: &str,
+        start_at: &str,
+        limit: u32,
+    ) -> Result<(Vec<(String, sled::IVec)>, Option<String>)> {
+        let limit = trove_types::validate::list_limit(limit) as usize;
+        let full_prefix = [table, prefix.as_bytes()].concat();
+        let start = [table, start_at.as_bytes()].concat();
+        let from = std::cmp::max(start, full_prefix.clone());
+        self.with_tree(|t| {
+            let mut rows = Vec::new();
+            let mut next = None;
+            for kv in t.range(from..) {
+                let (k, v) = kv?;
+                if !k.starts_with(&full_prefix) {
+                    break;
+                }
+                let key = key_suffix_string(&k, table.len())?;
+                if rows.len() == limit {
+                    next = Some(key);
+                    break;
+                }
+                rows.push((key, v));
+            }
+            Ok((rows, next))
+        })
+    }
+
+    /// Sizes of the state's tables (walks them).
+    pub fn counts(&self) -> Result<StateCounts> {
+        self.with_tree(|t| {
+            let count = |p: &[u8]| -> Result<u64> {
+                let mut n = 0u64;
+                for kv in t.scan_prefix(p) {
+                    kv?;
+                    n += 1;
+                }
+                Ok(n)
+            };
+            Ok(StateCounts {
+                records: count(codec::RECORD)?,
+                buckets: count(codec::BUCKET)?,
+                objects: count(codec::OBJECT)?,
+                uploads: count(codec::UPLOAD)?,
+                chunks: count(codec::REFCOUNT)?,
+            })
+        })
+    }
+
+    /// SHA-256 (hex) of all logical state: every table except the raft meta. Replicas
+    /// that applied the same entries have equal digests.
+    pub fn digest(&self) -> Result<String> {
+        self.with_tree(|t| {
+            let mut h = Sha256::new();
+            for kv in t.iter() {
+                let (k, v) = kv?;
+                if k.starts_with(META) {
+                    continue;
+                }
+                // Length-prefixed so that different splits of the same bytes differ.
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+            Ok(hex::encode(h.finalize()))
+        })
+    }
+
+    /// Removes chunk files that no object or upload refers to, returning how many. They
+    /// appear when a crash falls between applying a batch and removing the files it
+    /// released, or when a snapshot install fails half-way. Best called once the state has
+    /// caught up with the log: files removed against a stale state are rewritten when
+    /// the log is replayed, but reads in between would miss them.
+    pub fn remove_unreferenced_chunks(&self) -> Result<u64> {
+        let _guard = self.lock_apply();
+        self.remove_unreferenced_chunks_locked()
+    }
+
+    pub(crate) fn remove_unreferenced_chunks_locked(&self) -> Result<u64> {
+        let mut orphans = Vec::new();
+        self.with_tree(|t| {
+            for hash in self.chunks.list()? {
+                if !t.contains_key(codec::refcount_key(&hash))? {
+                    orphans.push(hash);
+                }
+            }
+            Ok(())
+        })?;
+        self.chunks.remove_many(&orphans)?;
+        Ok(orphans.len() as u64)
+    }
+}
+
+fn object_meta(o: codec::ObjectV1) -> ObjectMeta {
+    ObjectMeta {
+        size: o.size,
+        sha256: o.sha256,
+        chunks: o.chunks.into_iter().map(ChunkRef::from).collect(),
+        revision: o.revision,
+    }
+}
+
+/// The UTF-8 text of `key` after its first `skip` bytes.
+fn key_suffix_string(key: &[u8], skip: usize) -> Result<String> {
+    let tail = key.get(skip..).unwrap_or_default();
+    String::from_utf8(tail.to_vec())
+        .map_err(|_| StorageError::Codec(format!("state key {key:?} is not UTF-8")))
+}

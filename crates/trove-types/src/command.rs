@@ -177,3 +177,12 @@ impl OpOk {
         }
     }
 }
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.request_id {
+            Some(r) => write!(f, "{:?} [req {}:{}]", self.op, r.client_id, r.seq),
+            None => write!(f, "{:?}", self.op),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Cluster status and membership administration.
+
+use trove_proto::v1 as pb;
+use trove_types::TroveError;
+
+use crate::retry::{Idempotency, map_status};
+use crate::types::{ClusterStatus, cluster_status};
+use crate::{Client, Result, cluster_client};
+
+impl Client {
+    /// The cluster's status from any reachable node (the one that answered last first),
+    /// which asks the leader for its view when there is one: only a leader knows
+    /// whether the other members are reachable. See [`Client::status_of`] to ask one
+    /// particular node for its own view.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let resp = self
+            .unary(Idempotency::Safe, |ch| {
+                let req = self.request(pb::StatusRequest { local: false });
+                async move { cluster_client(ch).status(req).await }
+            })
+            .await?;
+        Ok(cluster_status(resp))
+    }
+
+    /// Asks one specific node (`host:port`) for its own view of the cluster: a single
+    /// attempt, no retry, no failover and no forwarding to the leader.
+    pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
+        let node = self.inner.node_for(endpoint)?;
+        let timeout = self.inner.cfg.request_timeout;
+        let req = self.request(pb::StatusRequest { local: true });
+        match tokio::time::timeout(timeout, cluster_client(node.channel()).status(req)).await {
+            Ok(Ok(resp)) => Ok(cluster_status(resp.into_inner())),
+            Ok(Err(st)) => Err(map_status(&st)),
+            Err(_) => Err(TroveError::DeadlineExceeded(format!(
+                "no answer from {} within {timeout:?}",
+                node.addr
+            ))),
+        }
+    }
+
+    /// Adds a member that joins as a learner and, with `promote`, becomes a voter once
+    /// caught up. `id: None` lets the cluster assign the next unused id. Returns the id.
+    pub async fn add_node(
+        &self,
+        id: Option<u64>,
+        client_addr: &str,
+        peer_addr: &str,
+        promote: bool,
+    ) -> Result<u64> {
+        if id == Some(0) {
+            return Err(TroveError::invalid(
+                "node id 0 is reserved; omit the id to have one assigned",
+            ));
+        }
+        let msg = pb::AddNodeRequest {
+            id: id.unwrap_or(0),
+            client_addr: client_addr.to_string(),
+            peer_addr: peer_addr.to_string(),
+            promote,
+        };
+        let resp = self
+            .unary(Idempotency::Unsafe, |ch| {
+                let req = self.request(msg.clone());
+                async move { cluster_client(ch).add_node(req).await }
+            })
+            .await?;
+        Ok(resp.id)
+    }
+
+    /// Removes a member. Its id is never reused.
+    pub async fn remove_node(&self, id: u64) -> Result<()> {
+        let msg = pb::RemoveNodeRequest { id };
+        self.unary(Idempotency::Unsafe, |ch| {
+            let req = self.request(msg);
+            async move { cluster_client(ch).remove_node(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the leader to hand leadership to voter `id`.
+    pub async fn transfer_leader(&self, id: u64) -> Result<()> {
+        let msg = pb::TransferLeaderRequest { id };
+        self.unary(Idempotency::Unsafe, |ch| {
+            let req = self.request(msg);
+            async move { cluster_client(ch).transfer_leader(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,291 @@
+//! `trove.v1.Cluster`: status and membership administration.
+//!
+//! Membership changes run one at a time (the node's admin lock): concurrent changes can
+//! leave a joint configuration behind. New members join as learners and are promoted
+//! once caught up. Node ids are never reused: the state machine remembers the highest
+//! id that was ever a member.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::{ChangeMembers, Instant};
+use openraft::error::{ClientWriteError, RaftError};
+use tonic::{Request, Response, Status};
+use trove_proto::v1::cluster_client::ClusterClient;
+use trove_proto::v1::cluster_server::Cluster;
+use trove_proto::v1::{
+    AddNodeRequest, AddNodeResponse, MemberStatus, RemoveNodeRequest, RemoveNodeResponse, StatusRequest,
+    StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+};
+use trove_raft::TroveNode;
+use trove_types::TroveError;
+
+use super::status;
+use crate::node::{Node, NodeRef, Route};
+
+/// The cluster service.
+pub struct ClusterService {
+    node: NodeRef,
+}
+
+impl ClusterService {
+    /// A service backed by `node`.
+    pub fn new(node: NodeRef) -> Self {
+        ClusterService { node }
+    }
+}
+
+fn membership_err(e: RaftError<trove_raft::TypeConfig, ClientWriteError<trove_raft::TypeConfig>>) -> TroveError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            TroveError::unavailable("leadership changed during a membership change; retry")
+        }
+        RaftError::APIError(e) => TroveError::FailedPrecondition {
+            message: format!("membership change refused: {e}"),
+            current_revision: None,
+        },
+        RaftError::Fatal(e) => TroveError::unavailable(format!("node stopped: {e}")),
+    }
+}
+
+/// This node's view of the cluster.
+pub fn local_status(node: &Node) -> StatusResponse {
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let is_leader = m.current_leader == Some(node.id);
+    let matched: BTreeMap<u64, Option<u64>> = m
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+        .unwrap_or_default();
+    let heartbeat_ok: BTreeMap<u64, bool> = m
+        .heartbeat
+        .as_ref()
+        .map(|h| {
+            h.iter()
+                .map(|(id, t)| (*id, t.is_some_and(|t| t.elapsed() < Duration::from_secs(3))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, n)| {
+            let role = if m.current_leader == Some(*id) {
+                "leader"
+            } else if voters.contains(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            let me = *id == node.id;
+            MemberStatus {
+                id: *id,
+                client_addr: n.client_addr.clone(),
+                peer_addr: n.peer_addr.clone(),
+                role: role.into(),
+                reachable: me || (is_leader && heartbeat_ok.get(id).copied().unwrap_or(false)),
+                applied_index: if me { applied } else { matched.get(id).copied().flatten().unwrap_or(0) },
+                matched_index: if is_leader { matched.get(id).copied().flatten() } else { None },
+            }
+        })
+        .collect();
+    let max_node_id = node
+        .sm
+        .raft_meta()
+        .map(|r| r.max_node_id)
+        .unwrap_or(0)
+        .max(membership.nodes().map(|(id, _)| *id).max().unwrap_or(0));
+    StatusResponse {
+        cluster_id: node.cluster_id.clone(),
+        leader: m.current_leader,
+        term: m.current_term,
+        node_id: node.id,
+        commit_index: m.local_committed.map(|l| l.index).unwrap_or(0),
+        applied_index: applied,
+        members,
+        max_node_id,
+    }
+}
+
+/// Records a member's current addresses in the membership (leader only).
+pub async fn set_node_addrs(node: &Node, id: u64, addrs: TroveNode) -> Result<(), TroveError> {
+    let _g = node.admin_lock.lock().await;
+    let m = node.metrics();
+    match m.membership_config.membership().get_node(&id) {
+        Some(cur) if *cur == addrs => return Ok(()),
+        Some(_) => {}
+        None => return Err(TroveError::NotFound(format!("node {id} is not a member"))),
+    }
+    let mut map = BTreeMap::new();
+    map.insert(id, addrs);
+    node.raft
+        .change_membership(ChangeMembers::SetNodes(map), false)
+        .await
+        .map_err(membership_err)?;
+    Ok(())
+}
+
+async fn add_node(node: &Node, r: AddNodeRequest) -> Result<AddNodeResponse, TroveError> {
+    if r.client_addr.is_empty() || r.peer_addr.is_empty() {
+        return Err(TroveError::invalid("add-node needs both --client-addr and --peer-addr"));
+    }
+    let addrs = TroveNode {
+        peer_addr: r.peer_addr,
+        client_addr: r.client_addr,
+    };
+    let _g = node.admin_lock.lock().await;
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    let max_id = node
+        .sm
+        .raft_meta()
+        .map(|rm| rm.max_node_id)
+        .map_err(|e| TroveError::internal(e.to_string()))?
+        .max(membership.nodes().map(|(id, _)| *id).max().unwrap_or(0));
+    let id = if r.id == 0 { max_id + 1 } else { r.id };
+    let is_voter = membership.voter_ids().any(|v| v == id);
+    match membership.get_node(&id) {
+        Some(cur) if *cur != addrs => {
+            return Err(TroveError::AlreadyExists(format!(
+                "node {id} is already a member with other addresses ({cur})"
+            )));
+        }
+        Some(_) => {} // same node retrying: continue (idempotent)
+        None if id <= max_id => {
+            return Err(TroveError::FailedPrecondition {
+                message: format!(
+                    "node id {id} was used before and ids are never reused; use --id {} or omit --id",
+                    max_id + 1
+                ),
+                current_revision: None,
+            });
+        }
+        None => {}
+    }
+    if !is_voter {
+        // Blocks until the learner has caught up, so promoting it cannot stall commits.
+        node.raft
+            .add_learner(id, addrs, true)
+            .await
+            .map_err(membership_err)?;
+        if r.promote {
+            let mut ids = BTreeSet::new();
+            ids.insert(id);
+            node.raft
+                .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map_err(membership_err)?;
+        }
+    }
+    Ok(AddNodeResponse {
+        id,
+        cluster_id: node.cluster_id.clone(),
+    })
+}
+
+async fn remove_node(node: &Node, id: u64) -> Result<(), TroveError> {
+    let _g = node.admin_lock.lock().await;
+    let m = node.metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(TroveError::NotFound(format!("node {id} is not a member")));
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let mut ids = BTreeSet::new();
+    ids.insert(id);
+    if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(TroveError::FailedPrecondition {
+                message: "cannot remove the last voter".into(),
+                current_revision: None,
+            });
+        }
+        node.raft
+            .change_membership(ChangeMembers::RemoveVoters(ids), false)
+            .await
+            .map_err(membership_err)?;
+    } else {
+        node.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(membership_err)?;
+    }
+    Ok(())
+}
+
+fn client(ch: tonic::transport::Channel) -> ClusterClient<tonic::transport::Channel> {
+    ClusterClient::new(ch)
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        if !req.get_ref().local
+            && let Ok(Route::Forward(addr)) = self.node.route(req.metadata())
+        {
+            // The leader has the cluster-wide view; fall back to ours if it is unreachable.
+            if let Ok(r) = self
+                .node
+                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).status(r).await })
+                .await
+            {
+                return Ok(r);
+            }
+        }
+        Ok(Response::new(local_status(&self.node)))
+    }
+
+    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<AddNodeResponse>, Status> {
+        match self.node.route(req.metadata()).map_err(status)? {
+            Route::Forward(addr) => {
+                self.node
+                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).add_node(r).await })
+                    .await
+            }
+            Route::Local => Ok(Response::new(add_node(&self.node, req.into_inner()).await.map_err(status)?)),
+        }
+    }
+
+    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<RemoveNodeResponse>, Status> {
+        match self.node.route(req.metadata()).map_err(status)? {
+            Route::Forward(addr) => {
+                self.node
+                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).remove_node(r).await })
+                    .await
+            }
+            Route::Local => {
+                remove_node(&self.node, req.into_inner().id).await.map_err(status)?;
+                Ok(Response::new(RemoveNodeResponse {}))
+            }
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        match self.node.route(req.metadata()).map_err(status)? {
+            Route::Forward(addr) => {
+                self.node
+                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).transfer_leader(r).await })
+                    .await
+            }
+            Route::Local => {
+                let id = req.into_inner().id;
+                let m = self.node.metrics();
+                if !m.membership_config.membership().voter_ids().any(|v| v == id) {
+                    return Err(status(TroveError::invalid(format!("node {id} is not a voter"))));
+                }
+                self.node
+                    .raft
+                    .trigger()
+                    .transfer_leader(id)
+                    .await
+                    .map_err(|e| status(TroveError::unavailable(e.to_string())))?;
+                Ok(Response::new(TransferLeaderResponse {}))
+            }
+        }
+    }
+}

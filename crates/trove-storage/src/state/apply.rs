@@ -1,0 +1,452 @@
+//! Applying one log entry: each operation's checks and effects, gathered into one batch.
+//!
+//! Everything here is a pure function of the current state and the entry (no clock, no
+//! randomness), so every replica computes the same batch. Refusals (`OpError`) are results,
+//! not failures: they are recorded for deduplication and change nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use trove_types::limits::{REQUEST_ID_RETENTION_MS, UPLOAD_EXPIRY_MS};
+use trove_types::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, Sha256Digest};
+
+use super::codec::{self, ChunkRefV1, DedupV1, ObjectV1, RecordV1, UploadV1};
+use crate::chunks::ChunkStore;
+use crate::error::{Result, StorageError};
+
+/// Dedup entries pruned on each applied command, so that the table stays bounded between
+/// `Expire` commands; more than one per command so pruning outpaces new entries.
+pub(super) const PRUNE_PER_APPLY: usize = 4;
+
+/// The pending writes of one entry over the committed tree: reads see earlier writes of
+/// the same entry (an op may touch one refcount several times).
+pub(super) struct Tx<'a> {
+    tree: &'a sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Chunks whose reference count reached zero: their files go after the batch.
+    released: BTreeSet<Sha256Digest>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(tree: &'a sled::Tree) -> Self {
+        Tx {
+            tree,
+            writes: BTreeMap::new(),
+            released: BTreeSet::new(),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>> {
+        self.get(key)?.map(|v| codec::decode(&v, what)).transpose()
+    }
+
+    fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+        self.writes.insert(key, Some(codec::encode(value)?));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Forgets the op's writes (a refusal must change nothing).
+    fn discard(&mut self) {
+        self.writes.clear();
+        self.released.clear();
+    }
+
+    fn incref(&mut self, hash: &Sha256Digest) -> Result<()> {
+        let key = codec::refcount_key(hash);
+        let n: u64 = self
+            .get_decoded(&key, "chunk reference count")?
+            .unwrap_or(0);
+        self.put(key, &n.saturating_add(1))?;
+        self.released.remove(hash);
+        Ok(())
+    }
+
+    fn decref(&mut self, hash: &Sha256Digest) -> Result<()> {
+        let key = codec::refcount_key(hash);
+        match self.get_decoded::<u64>(&key, "chunk reference count")? {
+            Some(n) if n > 1 => self.put(key, &(n - 1))?,
+            Some(_) => {
+                self.delete(key);
+                self.released.insert(*hash);
+            }
+            None => {
+                // A reference without a count is a bug; keep the file (losing data on a
+                // bug is worse than leaking it) and say so.
+                tracing::error!(
+                    chunk = %hex::encode(hash),
+                    "chunk reference released without a reference count"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies one entry to `tree`; see [`super::StateStore::apply`].
+pub(super) fn apply_entry(
+    tree: &sled::Tree,
+    chunks: &ChunkStore,
+    index: u64,
+    cmd: Option<&Command>,
+    raft_meta: &[u8],
+) -> Result<Option<CommandResult>> {
+    let mut tx = Tx::new(tree);
+    let result = match cmd {
+        Some(cmd) => Some(apply_command(&mut tx, chunks, index, cmd)?),
+        None => None,
+    };
+    tx.put(codec::APPLIED_KEY.to_vec(), &raft_meta.to_vec())?;
+
+    let mut batch = sled::Batch::default();
+    for (key, value) in tx.writes.iter() {
+        match value {
+            Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+            None => batch.remove(key.as_slice()),
+        }
+    }
+    tree.apply_batch(batch)?;
+
+    // Only after the batch: a crash in between leaves an unreferenced file (collected by
+    // `remove_unreferenced_chunks`), never a reference to a missing file.
+    let released: Vec<Sha256Digest> = tx.released.into_iter().collect();
+    chunks.remove_many(&released)?;
+    Ok(result)
+}
+
+fn apply_command(
+    tx: &mut Tx<'_>,
+    chunks: &ChunkStore,
+    index: u64,
+    cmd: &Command,
+) -> Result<CommandResult> {
+    if let Some(rid) = &cmd.request_id {
+        if let Some(seen) = tx.get_decoded::<DedupV1>(&codec::dedup_key(rid), "request id")? {
+            return Ok(seen.result.into());
+        }
+    }
+    let result = execute(tx, chunks, index, cmd)?;
+    if result.is_err() {
+        tx.discard();
+    }
+    if !matches!(cmd.op, Op::Expire) {
+        // Expire already pruned everything due; pruning again would re-read the tree
+        // behind the pending deletes.
+        prune_dedup(tx, cmd.time_ms, Some(PRUNE_PER_APPLY))?;
+    }
+    if let Some(rid) = &cmd.request_id {
+        let entry = DedupV1 {
+            time_ms: cmd.time_ms,
+            result: (&result).into(),
+        };
+        tx.put(codec::dedup_key(rid), &entry)?;
+        tx.put(codec::expiry_key(cmd.time_ms, rid), &())?;
+    }
+    Ok(result)
+}
+
+fn execute(
+    tx: &mut Tx<'_>,
+    chunks: &ChunkStore,
+    index: u64,
+    cmd: &Command,
+) -> Result<CommandResult> {
+    match &cmd.op {
+        Op::PutRecord {
+            key,
+            value,
+            expected_revision,
+        } => {
+            let rkey = codec::record_key(key);
+            let current: Option<RecordV1> = tx.get_decoded(&rkey, "record")?;
+            let current_rev = current.as_ref().map_or(0, |r| r.revision);
+            if let Some(expected) = *expected_revision {
+                if expected != current_rev {
+                    return Ok(Err(OpError::RevisionMismatch {
+                        expected,
+                        current: current_rev,
+                    }));
+                }
+            }
+            let record = RecordV1 {
+                revision: index,
+                create_revision: current.map_or(index, |r| r.create_revision),
+                value: value.clone(),
+            };
+            tx.put(rkey, &record)?;
+            Ok(Ok(OpOk::Revision(index)))
+        }
+        Op::DeleteRecord {
+            key,
+            expected_revision,
+        } => {
+            let rkey = codec::record_key(key);
+            let current: Option<RecordV1> = tx.get_decoded(&rkey, "record")?;
+            let current_rev = current.as_ref().map_or(0, |r| r.revision);
+            if let Some(expected) = *expected_revision {
+                if expected != current_rev {
+                    return Ok(Err(OpError::RevisionMismatch {
+                        expected,
+                        current: current_rev,
+                    }));
+                }
+            }
+            if current.is_none() {
+                return Ok(Err(OpError::NotFound(format!("record {key}"))));
+            }
+            tx.delete(rkey);
+            Ok(Ok(OpOk::Revision(index)))
+        }
+        Op::CreateBucket { bucket } => {
+            let bkey = codec::bucket_key(bucket);
+            if tx.get(&bkey)?.is_some() {
+                return Ok(Err(OpError::AlreadyExists(format!("bucket {bucket}"))));
+            }
+            tx.put(
+                bkey,
+                &codec::BucketV1 {
+                    create_revision: index,
+                },
+            )?;
+            Ok(Ok(OpOk::Revision(index)))
+        }
+        Op::DeleteBucket { bucket } => {
+            let bkey = codec::bucket_key(bucket);
+            if tx.get(&bkey)?.is_none() {
+                return Ok(Err(OpError::NotFound(format!("bucket {bucket}"))));
+            }
+            // Uploads are not tied to a bucket until they commit, so only objects count.
+            if let Some(kv) = tx.tree.scan_prefix(codec::object_prefix(bucket)).next() {
+                kv?;
+                return Ok(Err(OpError::BucketNotEmpty(bucket.clone())));
+            }
+            tx.delete(bkey);
+            Ok(Ok(OpOk::Revision(index)))
+        }
+        Op::PutChunk {
+            upload_id,
+            hash,
+            data,
+        } => put_chunk(tx, chunks, cmd.time_ms, *upload_id, hash, data),
+        Op::CommitObject {
+            upload_id,
+            bucket,
+            key,
+            size,
+            sha256,
+            chunks: manifest,
+        } => commit_object(tx, index, *upload_id, bucket, key, *size, sha256, manifest),
+        Op::AbortUpload { upload_id } => {
+            release_upload(tx, *upload_id)?;
+            Ok(Ok(OpOk::Done))
+        }
+        Op::DeleteObject { bucket, key } => {
+            let okey = codec::object_key(bucket, key);
+            let Some(old) = tx.get_decoded::<ObjectV1>(&okey, "object")? else {
+                return Ok(Err(OpError::NotFound(format!("object {bucket}/{key}"))));
+            };
+            for c in &old.chunks {
+                tx.decref(&c.hash)?;
+            }
+            tx.delete(okey);
+            Ok(Ok(OpOk::Revision(index)))
+        }
+        Op::Expire => {
+            expire_uploads(tx, cmd.time_ms)?;
+            prune_dedup(tx, cmd.time_ms, None)?;
+            Ok(Ok(OpOk::Done))
+        }
+    }
+}
+
+fn put_chunk(
+    tx: &mut Tx<'_>,
+    chunks: &ChunkStore,
+    time_ms: u64,
+    upload_id: u128,
+    hash: &Sha256Digest,
+    data: &[u8],
+) -> Result<CommandResult> {
+    let Ok(len) = u32::try_from(data.len()) else {
+        return Ok(Err(OpError::BadUpload(format!(
+            "chunk of {} bytes is larger than any chunk can be",
+            data.len()
+        ))));
+    };
+    // The file must be durable before any state refers to it. The store verifies the
+    // hash, so a mismatch is a (deterministic) refusal, not a failure.
+    match chunks.put(hash, data) {
+        Ok(()) => {}
+        Err(StorageError::ChecksumMismatch(m)) => return Ok(Err(OpError::ChecksumMismatch(m))),
+        Err(e) => return Err(e),
+    }
+    let ukey = codec::upload_key(upload_id);
+    let mut upload = tx
+        .get_decoded::<UploadV1>(&ukey, "upload")?
+        .unwrap_or(UploadV1 {
+            started_ms: time_ms,
+            chunk_count: 0,
+            total_bytes: 0,
+        });
+    tx.put(
+        codec::upload_chunk_key(upload_id, upload.chunk_count),
+        &ChunkRefV1 { hash: *hash, len },
+    )?;
+    upload.chunk_count = upload.chunk_count.saturating_add(1);
+    upload.total_bytes = upload.total_bytes.saturating_add(u64::from(len));
+    tx.put(ukey, &upload)?;
+    tx.incref(hash)?;
+    Ok(Ok(OpOk::Done))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn commit_object(
+    tx: &mut Tx<'_>,
+    index: u64,
+    upload_id: u128,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    sha256: &Sha256Digest,
+    manifest: &[ChunkRef],
+) -> Result<CommandResult> {
+    if tx.get(&codec::bucket_key(bucket))?.is_none() {
+        return Ok(Err(OpError::NotFound(format!("bucket {bucket}"))));
+    }
+    let manifest_bytes = manifest
+        .iter()
+        .fold(0u64, |sum, c| sum.saturating_add(u64::from(c.len)));
+    if manifest_bytes != size {
+        return Ok(Err(OpError::BadUpload(format!(
+            "the manifest's chunks hold {manifest_bytes} bytes but the object size is {size}"
+        ))));
+    }
+    let ukey = codec::upload_key(upload_id);
+    match tx.get_decoded::<UploadV1>(&ukey, "upload")? {
+        // An empty object needs no upload: no chunk was ever sent.
+        None if manifest.is_empty() => {}
+        None => {
+            return Ok(Err(OpError::BadUpload(format!(
+                "upload {upload_id:x} is unknown (expired, aborted or never started)"
+            ))));
+        }
+        Some(upload) => {
+            if upload.chunk_count != manifest.len() as u64 {
+                return Ok(Err(OpError::BadUpload(format!(
+                    "upload {upload_id:x} holds {} chunks but the manifest lists {}",
+                    upload.chunk_count,
+                    manifest.len()
+                ))));
+            }
+            for (position, expected) in (0u64..).zip(manifest) {
+                let stored = upload_chunk(tx, upload_id, position)?;
+                if stored != ChunkRefV1::from(*expected) {
+                    return Ok(Err(OpError::BadUpload(format!(
+                        "chunk {position} of upload {upload_id:x} differs from the manifest"
+                    ))));
+                }
+            }
+            // The upload's references become the object's: counts stay as they are.
+            for position in 0..upload.chunk_count {
+                tx.delete(codec::upload_chunk_key(upload_id, position));
+            }
+            tx.delete(ukey);
+        }
+    }
+    let okey = codec::object_key(bucket, key);
+    if let Some(old) = tx.get_decoded::<ObjectV1>(&okey, "object")? {
+        for c in &old.chunks {
+            tx.decref(&c.hash)?;
+        }
+    }
+    let object = ObjectV1 {
+        revision: index,
+        size,
+        sha256: *sha256,
+        chunks: manifest.iter().copied().map(ChunkRefV1::from).collect(),
+    };
+    tx.put(okey, &object)?;
+    Ok(Ok(OpOk::Object {
+        revision: index,
+        size,
+        sha256: *sha256,
+        chunk_count: u32::try_from(manifest.len()).unwrap_or(u32::MAX),
+    }))
+}
+
+fn upload_chunk(tx: &Tx<'_>, upload_id: u128, position: u64) -> Result<ChunkRefV1> {
+    tx.get_decoded(
+        &codec::upload_chunk_key(upload_id, position),
+        "upload chunk",
+    )?
+    .ok_or_else(|| {
+        StorageError::Codec(format!(
+            "upload {upload_id:x} lacks its chunk at position {position}"
+        ))
+    })
+}
+
+/// Drops an upload and its references; nothing to do if it does not exist.
+fn release_upload(tx: &mut Tx<'_>, upload_id: u128) -> Result<()> {
+    let ukey = codec::upload_key(upload_id);
+    let Some(upload) = tx.get_decoded::<UploadV1>(&ukey, "upload")? else {
+        return Ok(());
+    };
+    for position in 0..upload.chunk_count {
+        let c = upload_chunk(tx, upload_id, position)?;
+        tx.decref(&c.hash)?;
+        tx.delete(codec::upload_chunk_key(upload_id, position));
+    }
+    tx.delete(ukey);
+    Ok(())
+}
+
+fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
+    let mut expired = Vec::new();
+    for kv in tx.tree.scan_prefix(codec::UPLOAD) {
+        let (k, v) = kv?;
+        let upload: UploadV1 = codec::decode(&v, "upload")?;
+        if upload.started_ms.saturating_add(UPLOAD_EXPIRY_MS) <= now_ms {
+            let id = codec::upload_id_of(&k)
+                .ok_or_else(|| StorageError::Codec(format!("malformed upload key {k:?}")))?;
+            expired.push(id);
+        }
+    }
+    for id in expired {
+        release_upload(tx, id)?;
+    }
+    Ok(())
+}
+
+/// Forgets request ids older than the retention, oldest first, at most `limit` of them.
+fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()> {
+    let mut pruned = 0usize;
+    for kv in tx.tree.scan_prefix(codec::DEDUP_EXPIRY) {
+        if limit.is_some_and(|l| pruned >= l) {
+            break;
+        }
+        let (k, _) = kv?;
+        let (time_ms, qkey) = codec::parse_expiry_key(&k)
+            .ok_or_else(|| StorageError::Codec(format!("malformed expiry key {k:?}")))?;
+        if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms {
+            break;
+        }
+        tx.delete(k.to_vec());
+        tx.delete(qkey);
+        pruned += 1;
+    }
+    Ok(())
+}
