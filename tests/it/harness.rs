@@ -288,13 +288,13 @@ impl Cluster {
         }
     }
 
-    /// Waits until every running node (or just `only`) accepts TCP connections on its
-    /// client port. Errors if a node process exits meanwhile.
+    /// Waits until every node (or just `only`) accepts TCP connections on its client
+    /// port. Errors if a node process has exited or exits meanwhile.
     async fn wait_listening(&mut self, only: Option<u64>) -> Result<(), String> {
         let start = Instant::now();
         let ids: Vec<u64> = match only {
             Some(id) => vec![id],
-            None => self.live_ids(),
+            None => self.all_ids(),
         };
         for id in ids {
             loop {

@@ -1,1 +1,95 @@
-fn main() {}
+//! `trove`: runs nodes (`server`), a local development cluster (`dev`), and the client
+//! commands for records, buckets, objects and the cluster.
+//!
+//! Exit status: 0 success; 1 the operation failed (`error: <message>` on stderr); 2 usage
+//! error (clap's, or a bad `--config` file / `--endpoints` value).
+
+mod args;
+mod cluster;
+mod dev;
+mod objects;
+mod output;
+mod records;
+mod server;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use trove_client::{Client, ClientConfig};
+
+use args::{Cli, Command, GlobalArgs, LogFormat, OutputFormat};
+
+/// What the client commands share.
+pub struct Ctx {
+    pub client: Client,
+    pub format: OutputFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Server(a) => server::run(a).await,
+        Command::Dev(a) => {
+            init_logging("warn", LogFormat::Text);
+            dev::run(a, &cli.global).await
+        }
+        Command::Record(c) => records::run(&client_ctx(&cli.global), c).await,
+        Command::Bucket(c) => objects::run_bucket(&client_ctx(&cli.global), c).await,
+        Command::Object(c) => objects::run_object(&client_ctx(&cli.global), c).await,
+        Command::Cluster(c) => cluster::run(&client_ctx(&cli.global), c).await,
+    }
+}
+
+/// The SDK client for the global flags; an invalid endpoint is a usage error (exit 2).
+fn client_ctx(g: &GlobalArgs) -> Ctx {
+    init_logging("warn", LogFormat::Text);
+    let mut cfg = ClientConfig::new(g.endpoints.iter().cloned());
+    cfg.request_timeout = g.timeout;
+    cfg.retry_budget = g.retry_budget;
+    let client = Client::new(cfg).unwrap_or_else(|e| {
+        Cli::command()
+            .error(ErrorKind::ValueValidation, format!("--endpoints: {e}"))
+            .exit()
+    });
+    Ctx {
+        client,
+        format: g.output,
+    }
+}
+
+/// Logs to stderr; the level comes from `RUST_LOG` (else `default_level`).
+pub fn init_logging(default_level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Errors only if a subscriber is already set, which then stays in charge.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -327,7 +327,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         self.shared.log.truncate_after(last_log_id.map(|l| l.index))?;
         let purged = self.shared.meta.lock().map_err(io_err)?.rec.last_purged;
-        *self.shared.last_log_id.lock().map_err(io_err)? = last_log_id.or(purged);
+        let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
+        // Truncating after a point beyond the end changes nothing.
+        let keep = match (*last, last_log_id) {
+            (Some(cur), Some(cut)) if cur.index <= cut.index => Some(cur),
+            (_, cut) => cut,
+        };
+        *last = keep.or(purged);
         Ok(())
     }
 

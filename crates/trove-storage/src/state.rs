@@ -94,6 +94,13 @@ pub struct StateCounts {
     pub chunks: u64,
 }
 
+/// A page of a record listing and the key the next page starts at, if any.
+pub type RecordPage = (Vec<RecordSummary>, Option<String>);
+/// A page of an object listing (key, manifest) and the key the next page starts at.
+pub type ObjectPage = (Vec<(String, ObjectMeta)>, Option<String>);
+/// A page of raw rows: (user key, stored value), next key.
+type RawPage = (Vec<(String, sled::IVec)>, Option<String>);
+
 /// The state machine. `Send + Sync`; share it behind an `Arc`.
 pub struct StateStore {
     pub(crate) db: sled::Db,
@@ -228,12 +235,7 @@ impl StateStore {
     /// Records whose key starts with `prefix`, from `start_at` (inclusive) in key order, at
     /// most `limit` of them (0 = the default; clamped to the maximum). The second value is
     /// the key to start the next page at, if there are more.
-    pub fn list_records(
-        &self,
-        prefix: &str,
-        start_at: &str,
-        limit: u32,
-    ) -> Result<(Vec<RecordSummary>, Option<String>)> {
+    pub fn list_records(&self, prefix: &str, start_at: &str, limit: u32) -> Result<RecordPage> {
         let (rows, next) = self.list_page(codec::RECORD, prefix, start_at, limit)?;
         let mut out = Vec::with_capacity(rows.len());
         for (key, value) in rows {
@@ -295,7 +297,7 @@ impl StateStore {
         prefix: &str,
         start_at: &str,
         limit: u32,
-    ) -> Result<(Vec<(String, ObjectMeta)>, Option<String>)> {
+    ) -> Result<ObjectPage> {
         let (rows, next) =
             self.list_page(&codec::object_prefix(bucket), prefix, start_at, limit)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -307,13 +309,7 @@ impl StateStore {
 
     /// One page of `table` keys whose user part starts with `prefix`, from `start_at`, as
     /// (user key, value).
-    fn list_page(
-        &self,
-        table: &[u8],
-        prefix: &str,
-        start_at: &str,
-        limit: u32,
-    ) -> Result<(Vec<(String, sled::IVec)>, Option<String>)> {
+    fn list_page(&self, table: &[u8], prefix: &str, start_at: &str, limit: u32) -> Result<RawPage> {
         let limit = trove_types::validate::list_limit(limit) as usize;
         let full_prefix = [table, prefix.as_bytes()].concat();
         let start = [table, start_at.as_bytes()].concat();

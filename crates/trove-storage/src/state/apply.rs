@@ -133,10 +133,10 @@ fn apply_command(
     index: u64,
     cmd: &Command,
 ) -> Result<CommandResult> {
-    if let Some(rid) = &cmd.request_id {
-        if let Some(seen) = tx.get_decoded::<DedupV1>(&codec::dedup_key(rid), "request id")? {
-            return Ok(seen.result.into());
-        }
+    if let Some(rid) = &cmd.request_id
+        && let Some(seen) = tx.get_decoded::<DedupV1>(&codec::dedup_key(rid), "request id")?
+    {
+        return Ok(seen.result.into());
     }
     let result = execute(tx, chunks, index, cmd)?;
     if result.is_err() {
@@ -173,13 +173,13 @@ fn execute(
             let rkey = codec::record_key(key);
             let current: Option<RecordV1> = tx.get_decoded(&rkey, "record")?;
             let current_rev = current.as_ref().map_or(0, |r| r.revision);
-            if let Some(expected) = *expected_revision {
-                if expected != current_rev {
-                    return Ok(Err(OpError::RevisionMismatch {
-                        expected,
-                        current: current_rev,
-                    }));
-                }
+            if let Some(expected) = *expected_revision
+                && expected != current_rev
+            {
+                return Ok(Err(OpError::RevisionMismatch {
+                    expected,
+                    current: current_rev,
+                }));
             }
             let record = RecordV1 {
                 revision: index,
@@ -196,13 +196,13 @@ fn execute(
             let rkey = codec::record_key(key);
             let current: Option<RecordV1> = tx.get_decoded(&rkey, "record")?;
             let current_rev = current.as_ref().map_or(0, |r| r.revision);
-            if let Some(expected) = *expected_revision {
-                if expected != current_rev {
-                    return Ok(Err(OpError::RevisionMismatch {
-                        expected,
-                        current: current_rev,
-                    }));
-                }
+            if let Some(expected) = *expected_revision
+                && expected != current_rev
+            {
+                return Ok(Err(OpError::RevisionMismatch {
+                    expected,
+                    current: current_rev,
+                }));
             }
             if current.is_none() {
                 return Ok(Err(OpError::NotFound(format!("record {key}"))));
@@ -433,11 +433,11 @@ fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
 
 /// Forgets request ids older than the retention, oldest first, at most `limit` of them.
 fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()> {
-    let mut pruned = 0usize;
-    for kv in tx.tree.scan_prefix(codec::DEDUP_EXPIRY) {
-        if limit.is_some_and(|l| pruned >= l) {
-            break;
-        }
+    let due = tx
+        .tree
+        .scan_prefix(codec::DEDUP_EXPIRY)
+        .take(limit.unwrap_or(usize::MAX));
+    for kv in due {
         let (k, _) = kv?;
         let (time_ms, qkey) = codec::parse_expiry_key(&k)
             .ok_or_else(|| StorageError::Codec(format!("malformed expiry key {k:?}")))?;
@@ -446,7 +446,6 @@ fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()>
         }
         tx.delete(k.to_vec());
         tx.delete(qkey);
-        pruned += 1;
     }
     Ok(())
 }
