@@ -192,7 +192,10 @@ pub struct DevArgs {
 #[derive(Debug, Subcommand)]
 pub enum RecordCmd {
     /// Create or replace a record (value up to 1 MiB). Prints the new revision.
-    #[command(group(ArgGroup::new("source").required(true).args(["value", "file"])))]
+    #[command(
+        group(ArgGroup::new("source").required(true).args(["value", "file"])),
+        override_usage = "trove record put <KEY> <VALUE | --file <F> | -> [--if-revision <R>]"
+    )]
     Put {
         /// Record key (1 to 1024 bytes of UTF-8).
         key: String,

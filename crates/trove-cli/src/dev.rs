@@ -60,6 +60,10 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
         .collect::<Vec<_>>()
         .join(",");
 
+    let ports: Vec<u64> = (1..=args.nodes)
+        .flat_map(|i| [base + i, base + 100 + i])
+        .collect();
+    check_ports_free(&ports)?;
     println!(
         "Starting {} node{} (data in {}{}):",
         args.nodes,
@@ -111,6 +115,21 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
         None => println!("\nInterrupted."),
     }
     stop_all(&mut nodes).await;
+    Ok(())
+}
+
+/// Fails if a port is taken: otherwise the status poll could find another cluster on
+/// these ports and take it for ours while our nodes fail to start.
+fn check_ports_free(ports: &[u64]) -> Result<()> {
+    for &port in ports {
+        let port = u16::try_from(port).context("port out of range")?;
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            bail!(
+                "127.0.0.1:{port} is not available ({e}); is another cluster running? \
+                 Stop it, or choose other ports with --base-port"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -211,6 +230,8 @@ async fn wait_for_leader(nodes: &mut [DevNode], endpoints: &[String]) -> Result<
     let client = Client::new(cfg)?;
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
+        let status = client.status().await;
+        // Checked after the status, so a leader is only believed while all nodes run.
         for n in nodes.iter_mut() {
             if let Some(status) = n.child.try_wait().context("checking a node")? {
                 n.exited = true;
@@ -223,7 +244,7 @@ async fn wait_for_leader(nodes: &mut [DevNode], endpoints: &[String]) -> Result<
                 );
             }
         }
-        if let Ok(st) = client.status().await
+        if let Ok(st) = status
             && st.leader.is_some()
         {
             return Ok(st);

@@ -205,10 +205,13 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Every chunk hash with a file in the store (files with other names are ignored).
+    /// Every chunk hash with a file in the store, sorted (files with other names are
+    /// ignored).
     pub fn list(&self) -> Result<Vec<Sha256Digest>> {
         let mut out = Vec::new();
         self.walk(|hash, _len| out.push(hash))?;
+        // Directory order depends on the filesystem; callers get a stable order.
+        out.sort_unstable();
         Ok(out)
     }
 

@@ -7,8 +7,18 @@ use std::path::Path;
 
 use crate::error::{Result, StorageError};
 
+/// The directory containing `path`; `.` for a bare relative name (whose `parent()` is
+/// the empty path).
+pub fn parent_dir(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let f = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
     f.sync_all().map_err(|e| StorageError::io(dir, e))
 }
@@ -16,8 +26,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically and durably: a temp file in the same directory,
 /// fsync, rename over `path`, fsync the directory.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
+    let dir = parent_dir(path)
         .ok_or_else(|| StorageError::Invalid(format!("{} has no parent", path.display())))?;
     let name = path
         .file_name()
@@ -43,7 +52,7 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-    if let Some(parent) = dir.parent() {
+    if let Some(parent) = parent_dir(dir) {
         sync_dir(parent)?;
     }
     Ok(())

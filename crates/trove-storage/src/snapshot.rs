@@ -347,9 +347,10 @@ impl StateStore {
                 dir.display()
             )));
         }
-        let parent = dir
-            .parent()
-            .ok_or_else(|| StorageError::Invalid(format!("{} has no parent", dir.display())))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         create_dir_durable(parent)?;
         let tmp = tmp_dir_for(dir)?;
         if tmp.exists() {
@@ -429,7 +430,9 @@ impl StateStore {
     pub fn install_snapshot(&self, dir: &Path) -> Result<Vec<u8>> {
         let mut generation = self.lock_apply();
         let old_name = tree_name(*generation);
-        let new_generation = *generation + 1;
+        let new_generation = generation
+            .checked_add(1)
+            .ok_or_else(|| StorageError::Invalid("state tree generations exhausted".into()))?;
         let new_name = tree_name(new_generation);
         // A leftover from an install that failed in this process.
         self.db.drop_tree(&new_name)?;

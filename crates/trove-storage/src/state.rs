@@ -115,6 +115,13 @@ pub struct StateStore {
     pub(crate) dir: PathBuf,
 }
 
+// Shared between apply, the server's readers and snapshot transfer threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<StateStore>();
+    send_sync::<ChunkStore>();
+};
+
 pub(crate) fn tree_name(generation: u64) -> String {
     format!("{TREE_NAME_PREFIX}{generation}")
 }
@@ -199,7 +206,8 @@ impl StateStore {
     /// as the entry's effects. Returns the command's result, `None` for no command.
     ///
     /// An `Err` means the node could not apply (IO, corrupt state): the caller must stop,
-    /// not skip the entry. Nothing in the state changed in that case.
+    /// not skip the entry. Nothing in the state changed in that case (a chunk file may
+    /// have been written; it is unreferenced until the entry is applied again).
     pub fn apply(
         &self,
         index: u64,

@@ -121,9 +121,16 @@ pub(super) fn apply_entry(
     tree.apply_batch(batch)?;
 
     // Only after the batch: a crash in between leaves an unreferenced file (collected by
-    // `remove_unreferenced_chunks`), never a reference to a missing file.
+    // `remove_unreferenced_chunks`), never a reference to a missing file. For the same
+    // reason a failed removal is not a failed apply: the entry has been applied.
     let released: Vec<Sha256Digest> = tx.released.into_iter().collect();
-    chunks.remove_many(&released)?;
+    if let Err(e) = chunks.remove_many(&released) {
+        tracing::error!(
+            error = %e,
+            index,
+            "removing released chunk files failed; they stay as unreferenced files"
+        );
+    }
     Ok(result)
 }
 

@@ -809,3 +809,16 @@ fn random_ops_are_deterministic() {
         );
     }
 }
+
+#[test]
+fn unreferenced_chunk_files_are_collected() {
+    let mut h = Harness::new();
+    let (kept, orphan) = (chunk(1, 10), chunk(2, 10));
+    assert!(h.run(put_chunk(1, &kept)).is_ok());
+    // As if a crash fell between a batch releasing `orphan` and the file's removal.
+    h.store.chunks().put(&orphan.0.hash, &orphan.1).unwrap();
+    assert_eq!(h.store.remove_unreferenced_chunks().unwrap(), 1);
+    assert!(h.store.chunks().contains(&kept.0.hash));
+    assert!(!h.store.chunks().contains(&orphan.0.hash));
+    check_invariants(&h.store);
+}
