@@ -14,6 +14,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 struct Out {
     code: i32,
     stdout: String,
+    stdout_bytes: Vec<u8>,
     stderr: String,
 }
 
@@ -27,7 +28,13 @@ impl Out {
 /// Runs `trove <args>` with `TROVE_ENDPOINTS` set, feeding `stdin`.
 async fn trove(endpoints: &str, args: &[&str], stdin: &[u8]) -> Out {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(trove_bin())
+    let mut cmd = tokio::process::Command::new(trove_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TROVE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
         .args(args)
         .env("TROVE_ENDPOINTS", endpoints)
         .env("NO_COLOR", "1")
@@ -44,6 +51,7 @@ async fn trove(endpoints: &str, args: &[&str], stdin: &[u8]) -> Out {
     let out = Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout_bytes: out.stdout.clone(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     eprintln!(
@@ -283,6 +291,26 @@ async fn cli_json_shapes_and_exit_codes() {
             std::fs::read(&dst).expect("read download") == body,
             "downloaded file differs"
         );
+        // A byte range [start, end) to stdout.
+        let out = trove(
+            ep,
+            &[
+                "object",
+                "get",
+                "cli-bucket/dir/file.bin",
+                "-",
+                "--range",
+                "1048570-1048590",
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stdout_bytes == body[1_048_570..1_048_590],
+            "range to stdout differs: {:?}",
+            out.stdout_bytes
+        );
         let err = fails(
             ep,
             &[
@@ -334,8 +362,14 @@ async fn cli_json_shapes_and_exit_codes() {
             );
         }
         // No reachable endpoint: a failed operation (1), not a usage error.
-        let out = trove("127.0.0.1:1", &["record", "get", "k"], b"").await;
+        let out = trove(
+            "127.0.0.1:1",
+            &["record", "get", "k", "--retry-budget", "2s"],
+            b"",
+        )
+        .await;
         assert_eq!(out.code, 1, "unreachable cluster: {}", out.stderr);
+        assert!(out.stderr.contains("error:"), "{}", out.stderr);
     })
     .await;
 }

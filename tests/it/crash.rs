@@ -94,8 +94,9 @@ impl Writer {
 }
 
 /// Checks every acknowledged write: revisions increase in acknowledgement order (one
-/// sequential writer), each is readable linearizably through `cluster_client`, and then
-/// locally on every running node once it has applied the last one.
+/// sequential writer); each is readable linearizably through a client over all running
+/// nodes; through each node's own endpoint the newest is readable linearizably, and once
+/// the node has applied it, every write is readable from its local state.
 async fn verify_everywhere(cluster: &mut Cluster, acked: &[Acked]) {
     assert!(!acked.is_empty(), "nothing was acknowledged");
     for w in acked.windows(2) {
@@ -114,10 +115,17 @@ async fn verify_everywhere(cluster: &mut Cluster, acked: &[Acked]) {
             .unwrap_or_else(|e| panic!("acknowledged write {a:?} lost: {e}"));
         assert_eq!((&r.value, r.revision), (&a.value, a.revision), "{}", a.key);
     }
-    let last = acked.last().expect("non-empty").revision;
+    let last = acked.last().expect("non-empty");
     for id in cluster.live_ids() {
-        cluster.wait_applied(id, last, CATCH_UP).await;
         let local = cluster.client_for(id);
+        // A linearizable read through this node's endpoint sees the newest write...
+        let r = local
+            .get_record(&last.key, Consistency::Linearizable)
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: linearizable read of {last:?}: {e}"));
+        assert_eq!(r.revision, last.revision, "node {id}: linearizable read");
+        // ...and once the node has applied it, its local state holds every write.
+        cluster.wait_applied(id, last.revision, CATCH_UP).await;
         for a in acked {
             let r = local
                 .get_record(&a.key, Consistency::Local)

@@ -140,7 +140,14 @@ impl Node {
         )
         .expect("write node log");
         let err = log.try_clone().expect("clone log handle");
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // Hermetic: every server flag can come from a TROVE_* variable; ignore the caller's.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("TROVE_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",

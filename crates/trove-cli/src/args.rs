@@ -328,8 +328,9 @@ pub struct ObjectPath {
 pub enum ClusterCmd {
     /// Members, roles, leader, term, commit/applied indexes and reachability.
     Status,
-    /// Add a node that was started with `trove server` (without --initial-cluster or
-    /// --join); it joins as a learner and becomes a voter once caught up.
+    /// Add a member by its addresses: a learner first, then a voter once caught up
+    /// (unless --no-promote). A node started with `trove server --join` asks for this
+    /// itself. Waits until the new member has caught up.
     AddNode {
         /// The new node's client address.
         #[arg(long, value_name = "HOST:PORT")]

@@ -36,12 +36,8 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
             match ctx.format {
                 OutputFormat::Json => print_json(&json!({ "id": id })),
                 OutputFormat::Text => print_line(&format!(
-                    "OK added node {id} ({}); start it with `trove server --id {id} ...` if it is not running",
-                    if no_promote {
-                        "learner"
-                    } else {
-                        "learner until caught up, then voter"
-                    }
+                    "OK added node {id} as a {}",
+                    if no_promote { "learner" } else { "voter" }
                 )),
             }
         }

@@ -102,8 +102,7 @@ pub async fn run_object(ctx: &Ctx, cmd: ObjectCmd) -> Result<()> {
                 .get_object(&target.bucket, &target.key, range, consistency.into())
                 .await?;
             if dest == "-" {
-                reader.copy_to(tokio::io::stdout()).await?;
-                return Ok(());
+                return download_to_stdout(reader).await;
             }
             let path = destination(Path::new(&dest), &target.key);
             let info = reader.info.clone();
@@ -193,6 +192,23 @@ pub async fn run_object(ctx: &Ctx, cmd: ObjectCmd) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+/// Streams a download to stdout. A reader that goes away (`| head`) ends it quietly,
+/// as with other Unix tools.
+async fn download_to_stdout(mut reader: ObjectReader) -> Result<()> {
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = reader.next_chunk().await? {
+        match out.write_all(&chunk).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("writing to stdout"),
+        }
+    }
+    match out.flush().await {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
     }
 }
 

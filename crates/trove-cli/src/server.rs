@@ -42,7 +42,9 @@ pub async fn run(mut args: ServerArgs) -> Result<()> {
 fn usage(kind: ErrorKind, msg: String) -> clap::Error {
     let mut cmd = Cli::command();
     let sub = cmd.find_subcommand_mut("server").cloned();
-    sub.unwrap_or(cmd).error(kind, msg)
+    sub.map(|s| s.bin_name("trove server"))
+        .unwrap_or(cmd)
+        .error(kind, msg)
 }
 
 /// Checks the merged settings and builds the server's configuration.

@@ -1,11 +1,17 @@
 //! Cluster status and membership administration.
 
+use std::time::Duration;
+
 use trove_proto::v1 as pb;
 use trove_types::TroveError;
 
 use crate::retry::{Idempotency, map_status};
 use crate::types::{ClusterStatus, cluster_status};
 use crate::{Client, Result, cluster_client};
+
+/// Shortest per-attempt deadline of `add_node`, which returns only once the new member
+/// has caught up with the log.
+const ADD_NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Client {
     /// The cluster's status from any reachable node (the one that answered last first),
@@ -40,6 +46,9 @@ impl Client {
 
     /// Adds a member that joins as a learner and, with `promote`, becomes a voter once
     /// caught up. `id: None` lets the cluster assign the next unused id. Returns the id.
+    /// Waits until the learner has caught up (each attempt may take up to two minutes,
+    /// or the request timeout if longer); not retried after a timeout, whose outcome is
+    /// unknown.
     pub async fn add_node(
         &self,
         id: Option<u64>,
@@ -58,9 +67,11 @@ impl Client {
             peer_addr: peer_addr.to_string(),
             promote,
         };
+        // The server answers once the learner has caught up, which takes a while.
+        let timeout = self.inner.cfg.request_timeout.max(ADD_NODE_TIMEOUT);
         let resp = self
-            .unary(Idempotency::Unsafe, |ch| {
-                let req = self.request(msg.clone());
+            .unary_within(timeout, Idempotency::Unsafe, |ch| {
+                let req = self.request_within(msg.clone(), timeout);
                 async move { cluster_client(ch).add_node(req).await }
             })
             .await?;

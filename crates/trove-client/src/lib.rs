@@ -40,6 +40,7 @@ pub use config::{
     ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BUDGET,
     normalize_endpoint,
 };
+pub use objects::UPLOAD_REPLAY_BYTES;
 pub use reader::ObjectReader;
 pub use trove_types::limits::{CHUNK_SIZE_BYTES, MAX_OBJECT_SIZE_BYTES, MAX_RECORD_VALUE_BYTES};
 pub use trove_types::{LeaderHint, TroveError};
@@ -91,20 +92,41 @@ impl Client {
 
     /// A request with the per-attempt deadline set (sent to the server as `grpc-timeout`).
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        self.request_within(msg, self.inner.cfg.request_timeout)
+    }
+
+    /// A request with the given deadline.
+    fn request_within<T>(&self, msg: T, timeout: std::time::Duration) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        req.set_timeout(self.inner.cfg.request_timeout);
+        req.set_timeout(timeout);
         req
     }
 
     /// Runs a unary call with retries: `call` performs one attempt on the given channel.
-    async fn unary<T, F, Fut>(&self, idempotency: Idempotency, mut call: F) -> Result<T>
+    async fn unary<T, F, Fut>(&self, idempotency: Idempotency, call: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<Response<T>, Status>>,
+    {
+        self.unary_within(self.inner.cfg.request_timeout, idempotency, call)
+            .await
+    }
+
+    /// [`Client::unary`] with another per-attempt deadline (the request should carry the
+    /// same one, see [`Client::request_within`]).
+    async fn unary_within<T, F, Fut>(
+        &self,
+        timeout: std::time::Duration,
+        idempotency: Idempotency,
+        mut call: F,
+    ) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<Response<T>, Status>>,
     {
         let mut attempts = self.inner.attempts(idempotency);
         loop {
-            let err = match self.attempt(&attempts, &mut call).await {
+            let err = match self.attempt(timeout, &attempts, &mut call).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
@@ -112,14 +134,18 @@ impl Client {
         }
     }
 
-    /// One attempt of a unary call on the current node, bounded by the request timeout.
-    async fn attempt<T, F, Fut>(&self, attempts: &Attempts<'_>, call: &mut F) -> Result<T>
+    /// One attempt of a unary call on the current node, bounded by `timeout`.
+    async fn attempt<T, F, Fut>(
+        &self,
+        timeout: std::time::Duration,
+        attempts: &Attempts<'_>,
+        call: &mut F,
+    ) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<Response<T>, Status>>,
     {
         let node = attempts.node();
-        let timeout = self.inner.cfg.request_timeout;
         match tokio::time::timeout(timeout, call(node.channel())).await {
             Ok(Ok(resp)) => {
                 attempts.succeeded();

@@ -56,14 +56,40 @@ pub(crate) fn map_status(st: &Status) -> TroveError {
             TroveError::DeadlineExceeded("the request timed out".into())
         }
         Code::Cancelled if !msg.starts_with("cancelled: ") => {
-            TroveError::unavailable(format!("connection lost: {msg}"))
+            TroveError::unavailable(format!("connection lost: {}", with_causes(st)))
         }
-        Code::Unknown => TroveError::unavailable(format!("connection failed: {msg}")),
+        Code::Unknown => TroveError::unavailable(format!("connection failed: {}", with_causes(st))),
         Code::Unimplemented => TroveError::Internal(format!(
             "the server does not implement this call (is it an older version?): {msg}"
         )),
+        Code::Unavailable if std::error::Error::source(st).is_some() => {
+            // A transport error (e.g. "tcp connect error"): say why it failed.
+            match trove_proto::error_from_status(st) {
+                TroveError::Unavailable { leader, .. } => TroveError::Unavailable {
+                    message: with_causes(st),
+                    leader,
+                },
+                other => other,
+            }
+        }
         _ => trove_proto::error_from_status(st),
     }
+}
+
+/// The status message followed by its error sources ("tcp connect error: Connection
+/// refused"), skipping sources whose text is already included.
+fn with_causes(st: &Status) -> String {
+    let mut out = st.message().to_string();
+    let mut source = std::error::Error::source(st);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// Appends `note` to the message of a retryable error that is being given up on, so the

@@ -54,6 +54,9 @@ mod tests {
         assert_eq!(back, v);
         let mut bad = b.clone();
         bad[0] = 9;
-        assert!(matches!(decode::<(u64, String, Vec<u8>)>(&bad), Err(CodecError::Version(9))));
+        assert!(matches!(
+            decode::<(u64, String, Vec<u8>)>(&bad),
+            Err(CodecError::Version(9))
+        ));
     }
 }

@@ -20,8 +20,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
-use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::{Deserialize, Serialize};
 use trove_storage::log::{LogOptions, SegmentLog};
 use trove_storage::meta::MetaFile;
@@ -303,7 +303,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -325,7 +329,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.shared.log.truncate_after(last_log_id.map(|l| l.index))?;
+        self.shared
+            .log
+            .truncate_after(last_log_id.map(|l| l.index))?;
         let purged = self.shared.meta.lock().map_err(io_err)?.rec.last_purged;
         let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
         // Truncating after a point beyond the end changes nothing.

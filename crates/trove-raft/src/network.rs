@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 use trove_proto::raft::raft_peer_client::RaftPeerClient;
-use trove_proto::raft::{Envelope, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame};
+use trove_proto::raft::{
+    Envelope, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame,
+};
 use trove_types::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_PIECE_BYTES};
 
 use crate::codec::{decode, encode};
@@ -143,9 +145,9 @@ fn network(msg: impl std::fmt::Display) -> RpcErr {
 /// off); anything else is a network error.
 fn from_status(addr: &str, st: tonic::Status) -> RpcErr {
     match st.code() {
-        tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied => {
-            unreachable(format!("{addr}: {}", st.message()))
-        }
+        tonic::Code::Unavailable
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::PermissionDenied => unreachable(format!("{addr}: {}", st.message())),
         _ => network(format!("{addr}: {st}")),
     }
 }
@@ -164,7 +166,12 @@ impl PeerClient {
         self.channel.clone().map(peer_grpc).map_err(unreachable)
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RpcErr>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        f: F,
+    ) -> Result<Resp, RpcErr>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -190,8 +197,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
-        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
-            .await
+        self.call(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     async fn vote(
@@ -199,7 +208,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
-        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
     }
 
     async fn pre_vote(
@@ -207,7 +217,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
-        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+            .await
     }
 
     async fn transfer_leader(
@@ -215,8 +226,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RpcErr> {
-        self.call(&req, &option, |mut c, r| async move { c.transfer_leader(r).await })
-            .await
+        self.call(&req, &option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 
     /// Streams the snapshot directory file by file in bounded pieces. The producer runs
@@ -295,7 +308,10 @@ pub fn snapshot_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-async fn send_snapshot_files(dir: &Path, tx: &tokio::sync::mpsc::Sender<SnapshotFrame>) -> std::io::Result<()> {
+async fn send_snapshot_files(
+    dir: &Path,
+    tx: &tokio::sync::mpsc::Sender<SnapshotFrame>,
+) -> std::io::Result<()> {
     let files = snapshot_files(dir)?;
     let count = files.len() as u64;
     for (name, path) in files {

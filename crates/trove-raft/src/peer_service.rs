@@ -36,7 +36,12 @@ pub struct PeerService {
 
 impl PeerService {
     /// A service for node `me`; incoming snapshots are assembled under `incoming_dir`.
-    pub fn new(me: PeerIdentity, raft: Raft, incoming_dir: PathBuf, announce: AnnounceHandler) -> Self {
+    pub fn new(
+        me: PeerIdentity,
+        raft: Raft,
+        incoming_dir: PathBuf,
+        announce: AnnounceHandler,
+    ) -> Self {
         PeerService {
             me,
             raft,
@@ -63,7 +68,8 @@ impl PeerService {
 
     fn open<T: DeserializeOwned>(&self, env: &Envelope) -> Result<T, Status> {
         self.check(env)?;
-        decode(&env.payload).map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+        decode(&env.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
     }
 }
 
@@ -115,7 +121,9 @@ impl RaftPeer for PeerService {
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let Some(snapshot_frame::Frame::Header(h)) = first.frame else {
-            return Err(Status::invalid_argument("snapshot stream must start with a header"));
+            return Err(Status::invalid_argument(
+                "snapshot stream must start with a header",
+            ));
         };
         let env = h
             .envelope
@@ -147,7 +155,9 @@ impl RaftPeer for PeerService {
         .map_err(|e| Status::internal(e.to_string()))?;
         if let Err(e) = verified {
             let _ = tokio::fs::remove_dir_all(&tmp).await;
-            return Err(Status::data_loss(format!("received snapshot failed verification: {e}")));
+            return Err(Status::data_loss(format!(
+                "received snapshot failed verification: {e}"
+            )));
         }
         let snapshot = Snapshot {
             meta,
@@ -188,7 +198,9 @@ async fn receive_files(stream: &mut Streaming<SnapshotFrame>, dir: &Path) -> Res
     if tokio::fs::try_exists(dir).await.map_err(io)? {
         tokio::fs::remove_dir_all(dir).await.map_err(io)?;
     }
-    tokio::fs::create_dir_all(dir.join("chunks")).await.map_err(io)?;
+    tokio::fs::create_dir_all(dir.join("chunks"))
+        .await
+        .map_err(io)?;
     let mut current: Option<(String, Pin<Box<tokio::fs::File>>, u32, u64)> = None;
     let mut files_done = 0u64;
     loop {
@@ -197,11 +209,14 @@ async fn receive_files(stream: &mut Streaming<SnapshotFrame>, dir: &Path) -> Res
         };
         match frame.frame {
             Some(snapshot_frame::Frame::Chunk(c)) => {
-                let rel = safe_relative(&c.name)
-                    .ok_or_else(|| Status::invalid_argument(format!("bad snapshot file name {:?}", c.name)))?;
+                let rel = safe_relative(&c.name).ok_or_else(|| {
+                    Status::invalid_argument(format!("bad snapshot file name {:?}", c.name))
+                })?;
                 if current.as_ref().is_none_or(|(n, ..)| n != &c.name) {
                     if c.offset != 0 {
-                        return Err(Status::invalid_argument("snapshot file does not start at offset 0"));
+                        return Err(Status::invalid_argument(
+                            "snapshot file does not start at offset 0",
+                        ));
                     }
                     let f = tokio::fs::File::create(dir.join(&rel)).await.map_err(io)?;
                     current = Some((c.name.clone(), Box::pin(f), 0, 0));
@@ -212,7 +227,9 @@ async fn receive_files(stream: &mut Streaming<SnapshotFrame>, dir: &Path) -> Res
                 if c.offset != *written {
                     return Err(Status::invalid_argument("snapshot pieces out of order"));
                 }
-                f.seek(std::io::SeekFrom::Start(c.offset)).await.map_err(io)?;
+                f.seek(std::io::SeekFrom::Start(c.offset))
+                    .await
+                    .map_err(io)?;
                 f.write_all(&c.data).await.map_err(io)?;
                 *crc = crc32c::crc32c_append(*crc, &c.data);
                 *written += c.data.len() as u64;
@@ -234,11 +251,17 @@ async fn receive_files(stream: &mut Streaming<SnapshotFrame>, dir: &Path) -> Res
                         "snapshot incomplete: {files_done} of {n} files received"
                     )));
                 }
-                trove_storage::fsutil::sync_dir(&dir.join("chunks")).map_err(|e| Status::internal(e.to_string()))?;
-                trove_storage::fsutil::sync_dir(dir).map_err(|e| Status::internal(e.to_string()))?;
+                trove_storage::fsutil::sync_dir(&dir.join("chunks"))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                trove_storage::fsutil::sync_dir(dir)
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 return Ok(());
             }
-            _ => return Err(Status::invalid_argument("unexpected frame in snapshot stream")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "unexpected frame in snapshot stream",
+                ));
+            }
         }
     }
 }

@@ -23,7 +23,9 @@ use trove_storage::state::StateStore;
 use trove_types::{CommandResult, OpOk};
 
 use crate::codec::{decode, encode};
-use crate::types::{Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{
+    Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TypeConfig,
+};
 
 /// What the state store keeps about Raft next to the data.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -64,7 +66,9 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(io_err)?
 }
 
@@ -80,7 +84,10 @@ impl StateMachine {
             .collect();
         entries.sort();
         for path in entries {
-            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             if !name.starts_with("snap-") || name.ends_with(".tmp") {
                 // Leftover of an interrupted build or transfer.
                 let _ = std::fs::remove_dir_all(&path);
@@ -89,7 +96,10 @@ impl StateMachine {
             match verify_snapshot(&path) {
                 Ok(info) => {
                     let meta: SnapshotMeta = decode(&info.raft_meta)?;
-                    if best.as_ref().is_none_or(|(b, _)| b.last_log_id < meta.last_log_id) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| b.last_log_id < meta.last_log_id)
+                    {
                         best = Some((meta, path));
                     }
                 }
@@ -111,7 +121,11 @@ impl StateMachine {
                     max_node_id: max_id(&meta.last_membership, applied.max_node_id),
                 };
                 store.install_snapshot(path)?;
-                store.apply(meta.last_log_id.map(|l| l.index).unwrap_or(0), None, &encode(&rm)?)?;
+                store.apply(
+                    meta.last_log_id.map(|l| l.index).unwrap_or(0),
+                    None,
+                    &encode(&rm)?,
+                )?;
             }
         }
         Ok(StateMachine {
@@ -141,7 +155,10 @@ impl StateMachine {
 }
 
 fn max_id(m: &StoredMembership, prev: u64) -> u64 {
-    m.membership().nodes().map(|(id, _)| *id).fold(prev, u64::max)
+    m.membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .fold(prev, u64::max)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -188,7 +205,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotDir,
+    ) -> Result<(), io::Error> {
         let inner = self.inner.clone();
         let name = snapshot_name(meta);
         let dest = inner.snapshots_dir.join(&name);
@@ -211,9 +232,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 membership: meta2.last_membership.clone(),
                 max_node_id: max_id(&meta2.last_membership, prev_max),
             };
-            inner
-                .store
-                .apply(meta2.last_log_id.map(|l| l.index).unwrap_or(0), None, &encode(&rm)?)?;
+            inner.store.apply(
+                meta2.last_log_id.map(|l| l.index).unwrap_or(0),
+                None,
+                &encode(&rm)?,
+            )?;
             inner.store.flush()?;
             Ok(())
         })
@@ -234,7 +257,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 impl StateMachine {
     /// Makes `(meta, dir)` the current snapshot and deletes older snapshot directories.
     fn set_current(&self, meta: SnapshotMeta, dir: PathBuf) -> io::Result<()> {
-        let old = self.inner.current.lock().map_err(io_err)?.replace((meta, dir.clone()));
+        let old = self
+            .inner
+            .current
+            .lock()
+            .map_err(io_err)?
+            .replace((meta, dir.clone()));
         if let Some((_, old_dir)) = old
             && old_dir != dir
         {

@@ -30,7 +30,8 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let td = TempDir::new().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let (log, sm) = open(td.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let (log, sm) =
+            open(td.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((td, log, sm))
     }
 }
@@ -74,7 +75,11 @@ async fn reopen_keeps_vote_log_and_commit() {
         let (mut log, _sm) = open(td.path()).unwrap();
         let vote = Vote::new(3, 2);
         log.save_vote(&vote).await.unwrap();
-        append_durably(&mut log, (1..=20).map(|i| entry(3, i, &format!("k{i}"))).collect()).await;
+        append_durably(
+            &mut log,
+            (1..=20).map(|i| entry(3, i, &format!("k{i}"))).collect(),
+        )
+        .await;
         log.save_committed(Some(log_id(3, 15))).await.unwrap();
         log.truncate_after(Some(log_id(3, 18))).await.unwrap();
         log.purge(log_id(3, 4)).await.unwrap();
@@ -114,8 +119,9 @@ async fn state_machine_reopen_and_snapshot() {
     let snap_meta;
     {
         let (_log, mut sm) = open(td.path()).unwrap();
-        let items: Vec<Result<_, std::io::Error>> =
-            (1..=10).map(|i| Ok((entry(2, i, &format!("k{i}")), None))).collect();
+        let items: Vec<Result<_, std::io::Error>> = (1..=10)
+            .map(|i| Ok((entry(2, i, &format!("k{i}")), None)))
+            .collect();
         sm.apply(futures::stream::iter(items)).await.unwrap();
         let mut b = sm.get_snapshot_builder().await;
         let snap = b.build_snapshot().await.unwrap();
@@ -126,7 +132,11 @@ async fn state_machine_reopen_and_snapshot() {
     let (_log, mut sm) = open(td.path()).unwrap();
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(2, 10)));
-    let cur = sm.get_current_snapshot().await.unwrap().expect("snapshot found after reopen");
+    let cur = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot found after reopen");
     assert_eq!(cur.meta, snap_meta);
     let rec = sm.store().get_record("k7").unwrap().unwrap();
     assert_eq!(rec.revision, 7);

@@ -60,7 +60,12 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// A configuration with defaults for everything but the essentials.
-    pub fn new(node_id: u64, data_dir: PathBuf, listen_client: String, listen_peer: String) -> Self {
+    pub fn new(
+        node_id: u64,
+        data_dir: PathBuf,
+        listen_client: String,
+        listen_peer: String,
+    ) -> Self {
         ServerConfig {
             node_id,
             data_dir,
@@ -94,9 +99,9 @@ impl ServerConfig {
 pub fn parse_initial_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
     let mut out: Vec<(u64, String)> = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| format!("bad --initial-cluster entry {part:?}: expected ID=HOST:PORT"))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            format!("bad --initial-cluster entry {part:?}: expected ID=HOST:PORT")
+        })?;
         let id: u64 = id
             .trim()
             .parse()
@@ -106,7 +111,9 @@ pub fn parse_initial_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
         }
         let addr = addr.trim();
         if !addr.contains(':') {
-            return Err(format!("bad address {addr:?} in --initial-cluster: expected HOST:PORT"));
+            return Err(format!(
+                "bad address {addr:?} in --initial-cluster: expected HOST:PORT"
+            ));
         }
         if out.iter().any(|(i, _)| *i == id) {
             return Err(format!("node id {id} appears twice in --initial-cluster"));
@@ -139,7 +146,10 @@ mod tests {
     #[test]
     fn parses_initial_cluster() {
         let v = parse_initial_cluster("2=127.0.0.1:7102, 1=127.0.0.1:7101").expect("parse");
-        assert_eq!(v, vec![(1, "127.0.0.1:7101".into()), (2, "127.0.0.1:7102".into())]);
+        assert_eq!(
+            v,
+            vec![(1, "127.0.0.1:7101".into()), (2, "127.0.0.1:7102".into())]
+        );
         assert!(parse_initial_cluster("").is_err());
         assert!(parse_initial_cluster("0=a:1").is_err());
         assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());

@@ -55,7 +55,8 @@ pub fn load(dir: &Path) -> Result<Option<Identity>, ServerError> {
         }
         return Ok(None);
     }
-    let (_, payload) = MetaFile::open(&path).map_err(|e| dir_err(dir, format!("identity file: {e}")))?;
+    let (_, payload) =
+        MetaFile::open(&path).map_err(|e| dir_err(dir, format!("identity file: {e}")))?;
     let Some(payload) = payload else {
         // The identity is the first thing written into a new directory: an empty one
         // means its creation was interrupted before anything else existed.
@@ -77,7 +78,9 @@ pub fn load(dir: &Path) -> Result<Option<Identity>, ServerError> {
 pub fn create(dir: &Path, id: &Identity) -> Result<(), ServerError> {
     trove_storage::fsutil::create_dir_durable(dir).map_err(|e| dir_err(dir, e.to_string()))?;
     let payload = serde_json::to_vec(id).map_err(|e| dir_err(dir, e.to_string()))?;
-    let (mut f, _) = MetaFile::open(&dir.join("identity")).map_err(|e| dir_err(dir, e.to_string()))?;
-    f.write(&payload, true).map_err(|e| dir_err(dir, e.to_string()))?;
+    let (mut f, _) =
+        MetaFile::open(&dir.join("identity")).map_err(|e| dir_err(dir, e.to_string()))?;
+    f.write(&payload, true)
+        .map_err(|e| dir_err(dir, e.to_string()))?;
     Ok(())
 }

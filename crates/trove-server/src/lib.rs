@@ -25,7 +25,9 @@ use trove_proto::v1::cluster_server::ClusterServer;
 use trove_proto::v1::objects_server::ObjectsServer;
 use trove_proto::v1::records_server::RecordsServer;
 use trove_proto::v1::{AddNodeRequest, StatusRequest};
-use trove_raft::{AnnounceHandler, LogStore, Network, PeerIdentity, PeerService, Raft, StateMachine, TroveNode};
+use trove_raft::{
+    AnnounceHandler, LogStore, Network, PeerIdentity, PeerService, Raft, StateMachine, TroveNode,
+};
 use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
 use trove_types::Op;
@@ -47,14 +49,16 @@ enum Start {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|e| ServerError::Listen {
-        addr: addr.to_string(),
-        reason: if e.kind() == std::io::ErrorKind::AddrInUse {
-            "address already in use (is another node running?)".into()
-        } else {
-            e.to_string()
-        },
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr: addr.to_string(),
+            reason: if e.kind() == std::io::ErrorKind::AddrInUse {
+                "address already in use (is another node running?)".into()
+            } else {
+                e.to_string()
+            },
+        })
 }
 
 /// Asks an existing cluster for its id (through any member's client port).
@@ -80,7 +84,10 @@ async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), Serve
         if id.node_id != cfg.node_id {
             return Err(ServerError::DataDir {
                 dir: cfg.data_dir.display().to_string(),
-                reason: format!("it belongs to node {}, not node {}", id.node_id, cfg.node_id),
+                reason: format!(
+                    "it belongs to node {}, not node {}",
+                    id.node_id, cfg.node_id
+                ),
             });
         }
         let start = if id.initial_cluster.is_empty() {
@@ -126,7 +133,10 @@ async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), Serve
 }
 
 /// Runs a node until `shutdown` resolves (or a fatal error).
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     // Bind first: a port in use must fail before anything is written.
     let client_listener = bind(&config.listen_client).await?;
     let peer_listener = bind(&config.listen_peer).await?;
@@ -142,8 +152,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     }
     let log = LogStore::open(&raft_dir).map_err(ServerError::from_storage)?;
     let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
-    let store = Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
-    let sm = StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
+    let store =
+        Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
+    let sm =
+        StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
 
     let me = PeerIdentity {
         cluster_id: ident.cluster_id.clone(),
@@ -151,11 +163,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     };
     let network = Network::new(me.clone());
     let t = &config.tuning;
-    let raft_cfg = trove_raft::raft_config(t.heartbeat_ms, t.election_min_ms, t.election_max_ms, t.snapshot_every_entries)
-        .map_err(|e| ServerError::Config(e.to_string()))?;
-    let raft = Raft::new(config.node_id, Arc::new(raft_cfg), network.clone(), log.clone(), sm.clone())
-        .await
-        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    let raft_cfg = trove_raft::raft_config(
+        t.heartbeat_ms,
+        t.election_min_ms,
+        t.election_max_ms,
+        t.snapshot_every_entries,
+    )
+    .map_err(|e| ServerError::Config(e.to_string()))?;
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_cfg),
+        network.clone(),
+        log.clone(),
+        sm.clone(),
+    )
+    .await
+    .map_err(|e| ServerError::Raft(e.to_string()))?;
 
     let node: NodeRef = Arc::new(Node::new(
         config.clone(),
@@ -177,11 +200,20 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let announce_node = node.clone();
     let announce: AnnounceHandler = Arc::new(move |id, addrs| {
         let n = announce_node.clone();
-        Box::pin(async move { api::cluster::set_node_addrs(&n, id, addrs).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            api::cluster::set_node_addrs(&n, id, addrs)
+                .await
+                .map_err(|e| e.to_string())
+        })
     });
-    let peer_svc = RaftPeerServer::new(PeerService::new(me, raft.clone(), sm.incoming_dir(), announce))
-        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+    let peer_svc = RaftPeerServer::new(PeerService::new(
+        me,
+        raft.clone(),
+        sm.incoming_dir(),
+        announce,
+    ))
+    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
         Server::builder()
@@ -244,12 +276,30 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     match start {
         Start::Restart => {}
         Start::Bootstrap(members) => {
-            if !raft.is_initialized().await.map_err(|e| ServerError::Raft(e.to_string()))? {
+            if !raft
+                .is_initialized()
+                .await
+                .map_err(|e| ServerError::Raft(e.to_string()))?
+            {
                 let mut map = BTreeMap::new();
                 for (id, peer) in members {
-                    let client_addr = if id == config.node_id { config.client_addr() } else { String::new() };
-                    let peer_addr = if id == config.node_id { config.peer_addr() } else { peer };
-                    map.insert(id, TroveNode { peer_addr, client_addr });
+                    let client_addr = if id == config.node_id {
+                        config.client_addr()
+                    } else {
+                        String::new()
+                    };
+                    let peer_addr = if id == config.node_id {
+                        config.peer_addr()
+                    } else {
+                        peer
+                    };
+                    map.insert(
+                        id,
+                        TroveNode {
+                            peer_addr,
+                            client_addr,
+                        },
+                    );
                 }
                 if let Err(e) = raft.initialize(map).await {
                     tracing::info!(error = %e, "bootstrap: raft already initialised");
@@ -257,11 +307,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
             }
         }
         Start::Join(addr) => {
+            // Not in `tasks`: its completion must not end the node.
             let n = node.clone();
-            tasks.spawn(async move {
-                join_cluster(&n, &addr).await;
-                Ok(())
-            });
+            tokio::spawn(async move { join_cluster(&n, &addr).await });
         }
     }
 
@@ -306,7 +354,10 @@ async fn join_cluster(node: &Node, addr: &str) {
                 tracing::info!(node = node.id, "joined the cluster");
                 return;
             }
-            Err(st) if st.code() == tonic::Code::FailedPrecondition || st.code() == tonic::Code::AlreadyExists => {
+            Err(st)
+                if st.code() == tonic::Code::FailedPrecondition
+                    || st.code() == tonic::Code::AlreadyExists =>
+            {
                 tracing::error!(node = node.id, error = %st.message(), "the cluster refused to add this node");
                 return;
             }
@@ -347,7 +398,12 @@ async fn background(
             } else {
                 tonic_health::ServingStatus::NotServing
             };
-            for name in ["", "trove.v1.Records", "trove.v1.Objects", "trove.v1.Cluster"] {
+            for name in [
+                "",
+                "trove.v1.Records",
+                "trove.v1.Objects",
+                "trove.v1.Cluster",
+            ] {
                 health.set_service_status(name, st).await;
             }
         }
@@ -358,7 +414,9 @@ async fn background(
             && have != want
         {
             let res = if leader == node.id {
-                api::cluster::set_node_addrs(&node, node.id, want).await.map_err(|e| e.to_string())
+                api::cluster::set_node_addrs(&node, node.id, want)
+                    .await
+                    .map_err(|e| e.to_string())
             } else {
                 announce_to(&node, leader, &want).await
             };
@@ -389,10 +447,16 @@ async fn announce_to(node: &Node, leader: u64, want: &TroveNode) -> Result<(), S
         cluster_id: node.cluster_id.clone(),
         target_node_id: leader,
         source_node_id: node.id,
-        payload: trove_raft::codec::encode(want).map_err(|e| e.to_string())?.into(),
+        payload: trove_raft::codec::encode(want)
+            .map_err(|e| e.to_string())?
+            .into(),
     };
-    let reply = c.announce(env).await.map_err(|e| e.message().to_string())?.into_inner();
-    let r: Result<(), String> = trove_raft::codec::decode(&reply.payload).map_err(|e| e.to_string())?;
+    let reply = c
+        .announce(env)
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let r: Result<(), String> =
+        trove_raft::codec::decode(&reply.payload).map_err(|e| e.to_string())?;
     r
 }
-

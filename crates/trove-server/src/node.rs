@@ -6,8 +6,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::{RaftMetrics, ReadPolicy, ServerState};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -107,7 +108,10 @@ impl Node {
 
     fn no_leader(&self) -> TroveError {
         TroveError::Unavailable {
-            message: format!("node {} does not know a leader yet (election in progress or no quorum); retry", self.id),
+            message: format!(
+                "node {} does not know a leader yet (election in progress or no quorum); retry",
+                self.id
+            ),
             leader: self.leader_hint(),
         }
     }
@@ -151,49 +155,90 @@ impl Node {
     }
 
     /// Forwards a request to the leader's client API, marking it as forwarded.
-    pub async fn forward<T, R, F, Fut>(&self, addr: &str, msg: T, call: F) -> Result<Response<R>, Status>
+    pub async fn forward<T, R, F, Fut>(
+        &self,
+        addr: &str,
+        msg: T,
+        call: F,
+    ) -> Result<Response<R>, Status>
     where
         F: FnOnce(Channel, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let ch = self.client_channel(addr)?;
         let mut req = Request::new(msg);
-        req.metadata_mut()
-            .insert(FORWARDED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+        req.metadata_mut().insert(
+            FORWARDED_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
         req.set_timeout(Duration::from_secs(60));
         call(ch, req).await
     }
 
-    /// Proposes a command on this node (which must be the leader) and waits until it
-    /// is committed and applied. Returns the log index and the result.
-    pub async fn propose(&self, request_id: Option<RequestId>, op: Op) -> Result<(u64, CommandResult), TroveError> {
+    /// Submits a command to Raft on this node (which must be the leader) and returns a
+    /// future of its outcome. Commands submitted one after another from one task enter
+    /// the log in that order; the returned futures may be awaited later (pipelining).
+    pub async fn submit(
+        &self,
+        request_id: Option<RequestId>,
+        op: Op,
+    ) -> Result<
+        impl Future<Output = Result<(u64, CommandResult), TroveError>> + Send + 'static,
+        TroveError,
+    > {
         let cmd = Command {
             request_id,
             time_ms: now_ms(),
             op,
         };
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(TroveError::Unavailable {
-                message: format!("node {} is not the leader", self.id),
-                leader: match (f.leader_id, f.leader_node) {
-                    (Some(id), Some(n)) if !n.client_addr.is_empty() => Some(LeaderHint {
-                        id,
-                        client_addr: n.client_addr,
-                    }),
-                    _ => None,
-                },
-            }),
-            Err(RaftError::APIError(e)) => Err(TroveError::Unavailable {
-                message: format!("write outcome unknown ({e}); retry with the same request id"),
-                leader: None,
-            }),
-            Err(RaftError::Fatal(e)) => Err(TroveError::unavailable(format!("node {} has stopped: {e}", self.id))),
-        }
+        let (responder, done) = ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(cmd, Some(responder))
+            .await
+            .map_err(|e| TroveError::unavailable(format!("node {} has stopped: {e}", self.id)))?;
+        let id = self.id;
+        Ok(async move {
+            let res = done.await.map_err(|_| {
+                TroveError::unavailable(
+                    "the write was dropped before completing; retry with the same request id",
+                )
+            })?;
+            match res {
+                Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
+                Err(ClientWriteError::ForwardToLeader(f)) => Err(TroveError::Unavailable {
+                    message: format!("node {id} is not the leader"),
+                    leader: match (f.leader_id, f.leader_node) {
+                        (Some(lid), Some(n)) if !n.client_addr.is_empty() => Some(LeaderHint {
+                            id: lid,
+                            client_addr: n.client_addr,
+                        }),
+                        _ => None,
+                    },
+                }),
+                Err(e) => Err(TroveError::Unavailable {
+                    message: format!("write outcome unknown ({e}); retry with the same request id"),
+                    leader: None,
+                }),
+            }
+        })
+    }
+
+    /// Proposes a command on this node (which must be the leader) and waits until it
+    /// is committed and applied. Returns the log index and the result.
+    pub async fn propose(
+        &self,
+        request_id: Option<RequestId>,
+        op: Op,
+    ) -> Result<(u64, CommandResult), TroveError> {
+        self.submit(request_id, op).await?.await
     }
 
     /// Proposes a command and turns a state-machine refusal into an error.
-    pub async fn propose_ok(&self, request_id: Option<RequestId>, op: Op) -> Result<trove_types::OpOk, TroveError> {
+    pub async fn propose_ok(
+        &self,
+        request_id: Option<RequestId>,
+        op: Op,
+    ) -> Result<trove_types::OpOk, TroveError> {
         let (_, res) = self.propose(request_id, op).await?;
         res.map_err(TroveError::from)
     }
@@ -207,7 +252,10 @@ impl Node {
                 message: format!("cannot confirm leadership for a linearizable read: {e}"),
                 leader: self.leader_hint(),
             }),
-            Err(RaftError::Fatal(e)) => Err(TroveError::unavailable(format!("node {} has stopped: {e}", self.id))),
+            Err(RaftError::Fatal(e)) => Err(TroveError::unavailable(format!(
+                "node {} has stopped: {e}",
+                self.id
+            ))),
         }
     }
 

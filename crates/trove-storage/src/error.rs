@@ -17,7 +17,9 @@ pub enum StorageError {
     #[error("corrupt data in {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     /// The data was written by a format version this binary does not understand.
-    #[error("{path} has format version {found}; this binary understands version {supported}. Use a matching trove release; the directory was left untouched")]
+    #[error(
+        "{path} has format version {found}; this binary understands version {supported}. Use a matching trove release; the directory was left untouched"
+    )]
     UnsupportedVersion {
         path: PathBuf,
         found: u32,
@@ -61,7 +63,9 @@ impl StorageError {
 impl From<StorageError> for std::io::Error {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Io { source, .. } => std::io::Error::new(source.kind(), source.to_string()),
+            StorageError::Io { source, .. } => {
+                std::io::Error::new(source.kind(), source.to_string())
+            }
             other => std::io::Error::other(other.to_string()),
         }
     }

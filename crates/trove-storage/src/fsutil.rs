@@ -18,7 +18,11 @@ pub fn parent_dir(path: &Path) -> Option<&Path> {
 
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     let f = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
     f.sync_all().map_err(|e| StorageError::io(dir, e))
 }

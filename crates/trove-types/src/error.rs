@@ -91,7 +91,9 @@ impl From<OpError> for TroveError {
         match e {
             OpError::RevisionMismatch { expected, current } => TroveError::FailedPrecondition {
                 message: if current == 0 {
-                    format!("revision mismatch: expected {expected}, but the record does not exist (current revision 0)")
+                    format!(
+                        "revision mismatch: expected {expected}, but the record does not exist (current revision 0)"
+                    )
                 } else {
                     format!("revision mismatch: expected {expected}, current revision is {current}")
                 },

@@ -8,7 +8,5 @@ pub mod error;
 pub mod limits;
 pub mod validate;
 
-pub use command::{
-    ChunkRef, Command, CommandResult, Op, OpError, OpOk, RequestId, Sha256Digest,
-};
+pub use command::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, RequestId, Sha256Digest};
 pub use error::{LeaderHint, TroveError};

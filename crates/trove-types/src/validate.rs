@@ -98,7 +98,16 @@ mod tests {
         for ok in ["abc", "my-bucket-1", "a1b", &"a".repeat(63)] {
             assert!(bucket_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["ab", "-abc", "abc-", "ABC", "a_b", "a.b", &"a".repeat(64), ""] {
+        for bad in [
+            "ab",
+            "-abc",
+            "abc-",
+            "ABC",
+            "a_b",
+            "a.b",
+            &"a".repeat(64),
+            "",
+        ] {
             assert!(bucket_name(bad).is_err(), "{bad}");
         }
     }

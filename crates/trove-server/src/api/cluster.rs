@@ -8,14 +8,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use openraft::{ChangeMembers, Instant};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Instant};
 use tonic::{Request, Response, Status};
 use trove_proto::v1::cluster_client::ClusterClient;
 use trove_proto::v1::cluster_server::Cluster;
 use trove_proto::v1::{
-    AddNodeRequest, AddNodeResponse, MemberStatus, RemoveNodeRequest, RemoveNodeResponse, StatusRequest,
-    StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+    AddNodeRequest, AddNodeResponse, MemberStatus, RemoveNodeRequest, RemoveNodeResponse,
+    StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
 use trove_raft::TroveNode;
 use trove_types::TroveError;
@@ -35,7 +35,9 @@ impl ClusterService {
     }
 }
 
-fn membership_err(e: RaftError<trove_raft::TypeConfig, ClientWriteError<trove_raft::TypeConfig>>) -> TroveError {
+fn membership_err(
+    e: RaftError<trove_raft::TypeConfig, ClientWriteError<trove_raft::TypeConfig>>,
+) -> TroveError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             TroveError::unavailable("leadership changed during a membership change; retry")
@@ -86,8 +88,16 @@ pub fn local_status(node: &Node) -> StatusResponse {
                 peer_addr: n.peer_addr.clone(),
                 role: role.into(),
                 reachable: me || (is_leader && heartbeat_ok.get(id).copied().unwrap_or(false)),
-                applied_index: if me { applied } else { matched.get(id).copied().flatten().unwrap_or(0) },
-                matched_index: if is_leader { matched.get(id).copied().flatten() } else { None },
+                applied_index: if me {
+                    applied
+                } else {
+                    matched.get(id).copied().flatten().unwrap_or(0)
+                },
+                matched_index: if is_leader {
+                    matched.get(id).copied().flatten()
+                } else {
+                    None
+                },
             }
         })
         .collect();
@@ -129,7 +139,9 @@ pub async fn set_node_addrs(node: &Node, id: u64, addrs: TroveNode) -> Result<()
 
 async fn add_node(node: &Node, r: AddNodeRequest) -> Result<AddNodeResponse, TroveError> {
     if r.client_addr.is_empty() || r.peer_addr.is_empty() {
-        return Err(TroveError::invalid("add-node needs both --client-addr and --peer-addr"));
+        return Err(TroveError::invalid(
+            "add-node needs both --client-addr and --peer-addr",
+        ));
     }
     let addrs = TroveNode {
         peer_addr: r.peer_addr,
@@ -221,14 +233,19 @@ fn client(ch: tonic::transport::Channel) -> ClusterClient<tonic::transport::Chan
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         if !req.get_ref().local
             && let Ok(Route::Forward(addr)) = self.node.route(req.metadata())
         {
             // The leader has the cluster-wide view; fall back to ours if it is unreachable.
             if let Ok(r) = self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).status(r).await })
+                .forward(&addr, req.into_inner(), |ch, r| async move {
+                    client(ch).status(r).await
+                })
                 .await
             {
                 return Ok(r);
@@ -237,26 +254,42 @@ impl Cluster for ClusterService {
         Ok(Response::new(local_status(&self.node)))
     }
 
-    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<AddNodeResponse>, Status> {
+    async fn add_node(
+        &self,
+        req: Request<AddNodeRequest>,
+    ) -> Result<Response<AddNodeResponse>, Status> {
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).add_node(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).add_node(r).await
+                    })
                     .await
             }
-            Route::Local => Ok(Response::new(add_node(&self.node, req.into_inner()).await.map_err(status)?)),
+            Route::Local => Ok(Response::new(
+                add_node(&self.node, req.into_inner())
+                    .await
+                    .map_err(status)?,
+            )),
         }
     }
 
-    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<RemoveNodeResponse>, Status> {
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).remove_node(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).remove_node(r).await
+                    })
                     .await
             }
             Route::Local => {
-                remove_node(&self.node, req.into_inner().id).await.map_err(status)?;
+                remove_node(&self.node, req.into_inner().id)
+                    .await
+                    .map_err(status)?;
                 Ok(Response::new(RemoveNodeResponse {}))
             }
         }
@@ -269,14 +302,26 @@ impl Cluster for ClusterService {
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).transfer_leader(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).transfer_leader(r).await
+                    })
                     .await
             }
             Route::Local => {
                 let id = req.into_inner().id;
                 let m = self.node.metrics();
-                if !m.membership_config.membership().voter_ids().any(|v| v == id) {
-                    return Err(status(TroveError::invalid(format!("node {id} is not a voter"))));
+                if !m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id)
+                {
+                    return Err(status(TroveError::invalid(format!(
+                        "node {id} is not a voter"
+                    ))));
+                }
+                if id == self.node.id {
+                    return Ok(Response::new(TransferLeaderResponse {}));
                 }
                 self.node
                     .raft
@@ -284,7 +329,22 @@ impl Cluster for ClusterService {
                     .transfer_leader(id)
                     .await
                     .map_err(|e| status(TroveError::unavailable(e.to_string())))?;
-                Ok(Response::new(TransferLeaderResponse {}))
+                // The trigger only starts the hand-over; report success only once it happened.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    if self.node.metrics().current_leader == Some(id) {
+                        return Ok(Response::new(TransferLeaderResponse {}));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(status(TroveError::Unavailable {
+                            message: format!(
+                                "leadership did not move to node {id} within 10s (is it reachable and caught up?)"
+                            ),
+                            leader: self.node.leader_hint(),
+                        }));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }

@@ -13,21 +13,26 @@
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::FuturesOrdered;
-use futures::{Stream, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+
+use futures::Stream;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use trove_proto::v1::objects_client::ObjectsClient;
 use trove_proto::v1::objects_server::Objects;
 use trove_proto::v1::{
-    BucketInfo, CreateBucketRequest, CreateBucketResponse, DeleteBucketRequest, DeleteBucketResponse,
-    DeleteObjectRequest, DeleteObjectResponse, GetObjectRequest, GetObjectResponse, HeadObjectRequest,
-    ListBucketsRequest, ListBucketsResponse, ListObjectsRequest, ListObjectsResponse, ObjectInfo,
-    PutObjectRequest, PutObjectResponse, get_object_response, put_object_request,
+    BucketInfo, CreateBucketRequest, CreateBucketResponse, DeleteBucketRequest,
+    DeleteBucketResponse, DeleteObjectRequest, DeleteObjectResponse, GetObjectRequest,
+    GetObjectResponse, HeadObjectRequest, ListBucketsRequest, ListBucketsResponse,
+    ListObjectsRequest, ListObjectsResponse, ObjectInfo, PutObjectRequest, PutObjectResponse,
+    get_object_response, put_object_request,
 };
 use trove_storage::state::ObjectMeta;
-use trove_types::limits::{CHUNK_SIZE_BYTES, MAX_CLIENT_MESSAGE_BYTES, MAX_OBJECT_SIZE_BYTES, UPLOAD_CHUNKS_IN_FLIGHT};
-use trove_types::{ChunkRef, Op, OpOk, TroveError, validate};
+use trove_types::limits::{
+    CHUNK_SIZE_BYTES, MAX_CLIENT_MESSAGE_BYTES, MAX_OBJECT_SIZE_BYTES, UPLOAD_CHUNKS_IN_FLIGHT,
+};
+use trove_types::{ChunkRef, CommandResult, Op, OpOk, TroveError, validate};
 
 use super::{is_linearizable, request_id, status};
 use crate::node::{NodeRef, Route};
@@ -96,8 +101,47 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
+type ChunkOutcome = Pin<Box<dyn Future<Output = Result<(u64, CommandResult), TroveError>> + Send>>;
+
+/// Submits one chunk of an upload to Raft (in order) and records it in the manifest.
+async fn submit_chunk(
+    node: &NodeRef,
+    upload_id: u128,
+    data: Bytes,
+    chunks: &mut Vec<ChunkRef>,
+) -> Result<ChunkOutcome, TroveError> {
+    let hash = sha256(&data);
+    chunks.push(ChunkRef {
+        hash,
+        len: data.len() as u32,
+    });
+    let fut = node
+        .submit(
+            None,
+            Op::PutChunk {
+                upload_id,
+                hash,
+                data,
+            },
+        )
+        .await?;
+    Ok(Box::pin(fut))
+}
+
+/// Waits for the oldest outstanding chunk and checks it was stored.
+async fn wait_chunk(inflight: &mut VecDeque<ChunkOutcome>) -> Result<(), TroveError> {
+    if let Some(f) = inflight.pop_front() {
+        let (_, res) = f.await?;
+        res.map_err(TroveError::from)?;
+    }
+    Ok(())
+}
+
 impl ObjectsService {
-    async fn put_local(&self, mut s: Streaming<PutObjectRequest>) -> Result<ObjectInfo, TroveError> {
+    async fn put_local(
+        &self,
+        mut s: Streaming<PutObjectRequest>,
+    ) -> Result<ObjectInfo, TroveError> {
         let first = s
             .message()
             .await
@@ -106,7 +150,9 @@ impl ObjectsService {
             part: Some(put_object_request::Part::Header(h)),
         }) = first
         else {
-            return Err(TroveError::invalid("the first message of an object upload must be its header"));
+            return Err(TroveError::invalid(
+                "the first message of an object upload must be its header",
+            ));
         };
         validate::bucket_name(&h.bucket)?;
         validate::object_key(&h.key)?;
@@ -119,7 +165,11 @@ impl ObjectsService {
             )));
         }
         let store = self.node.store();
-        if store.get_bucket(&h.bucket).map_err(|e| TroveError::internal(e.to_string()))?.is_none() {
+        if store
+            .get_bucket(&h.bucket)
+            .map_err(|e| TroveError::internal(e.to_string()))?
+            .is_none()
+        {
             return Err(TroveError::NotFound(format!("bucket {}", h.bucket)));
         }
 
@@ -133,17 +183,11 @@ impl ObjectsService {
         let mut total: u64 = 0;
         let mut buf = BytesMut::with_capacity(CHUNK_SIZE_BYTES);
         let mut chunks: Vec<ChunkRef> = Vec::new();
-        let mut inflight = FuturesOrdered::new();
+        // Chunks are submitted to Raft in order as soon as they are cut (so they enter
+        // the log in order and replicate while more data arrives); at most
+        // UPLOAD_CHUNKS_IN_FLIGHT outcomes are outstanding, which is the backpressure.
+        let mut inflight = VecDeque::new();
         let node = &self.node;
-        let submit = |data: Bytes, chunks: &mut Vec<ChunkRef>| {
-            let hash = sha256(&data);
-            chunks.push(ChunkRef {
-                hash,
-                len: data.len() as u32,
-            });
-            node.propose_ok(None, Op::PutChunk { upload_id, hash, data })
-        };
-
         let trailer = loop {
             let msg = match s.message().await {
                 Ok(Some(m)) => m,
@@ -177,26 +221,28 @@ impl ObjectsService {
                     buf.extend_from_slice(&d);
                     while buf.len() >= CHUNK_SIZE_BYTES {
                         let chunk = buf.split_to(CHUNK_SIZE_BYTES).freeze();
-                        if inflight.len() >= UPLOAD_CHUNKS_IN_FLIGHT
-                            && let Some(r) = inflight.next().await
-                        {
-                            let _: OpOk = r?;
+                        if inflight.len() >= UPLOAD_CHUNKS_IN_FLIGHT {
+                            wait_chunk(&mut inflight).await?;
                         }
-                        inflight.push_back(submit(chunk, &mut chunks));
+                        inflight
+                            .push_back(submit_chunk(node, upload_id, chunk, &mut chunks).await?);
                     }
                 }
                 Some(put_object_request::Part::Trailer(t)) => break t,
                 Some(put_object_request::Part::Header(_)) => {
-                    return Err(TroveError::invalid("an object upload has exactly one header"));
+                    return Err(TroveError::invalid(
+                        "an object upload has exactly one header",
+                    ));
                 }
                 None => return Err(TroveError::invalid("empty upload message")),
             }
         };
         if !buf.is_empty() {
-            inflight.push_back(submit(buf.split().freeze(), &mut chunks));
+            inflight
+                .push_back(submit_chunk(node, upload_id, buf.split().freeze(), &mut chunks).await?);
         }
-        while let Some(r) = inflight.next().await {
-            let _: OpOk = r?;
+        while !inflight.is_empty() {
+            wait_chunk(&mut inflight).await?;
         }
         let digest: [u8; 32] = hasher.finalize().into();
         if trailer.sha256.len() != 32 {
@@ -250,7 +296,9 @@ impl ObjectsService {
                     chunk_count,
                 })
             }
-            Ok(other) => Err(TroveError::internal(format!("unexpected commit result {other:?}"))),
+            Ok(other) => Err(TroveError::internal(format!(
+                "unexpected commit result {other:?}"
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -262,7 +310,11 @@ impl ObjectsService {
             .get_object(&r.bucket, &r.key)
             .map_err(|e| TroveError::internal(e.to_string()))?
             .ok_or_else(|| TroveError::NotFound(format!("object {}/{}", r.bucket, r.key)))?;
-        let end = if r.range_end == 0 { meta.size } else { r.range_end };
+        let end = if r.range_end == 0 {
+            meta.size
+        } else {
+            r.range_end
+        };
         if r.range_start > end || end > meta.size {
             return Err(TroveError::invalid(format!(
                 "range {}-{} is outside the object (size {})",
@@ -271,7 +323,9 @@ impl ObjectsService {
         }
         let start = r.range_start;
         let first = GetObjectResponse {
-            part: Some(get_object_response::Part::Info(info(&r.bucket, &r.key, &meta))),
+            part: Some(get_object_response::Part::Info(info(
+                &r.bucket, &r.key, &meta,
+            ))),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<GetObjectResponse, Status>>(4);
         let node = self.node.clone();
@@ -289,7 +343,10 @@ impl ObjectsService {
                 let from = start.max(c_start) - c_start;
                 let to = end.min(c_end) - c_start;
                 let n2 = node.clone();
-                let read = tokio::task::spawn_blocking(move || n2.store().chunks().read_range(&c.hash, from, to - from)).await;
+                let read = tokio::task::spawn_blocking(move || {
+                    n2.store().chunks().read_range(&c.hash, from, to - from)
+                })
+                .await;
                 let msg = match read {
                     Ok(Ok(data)) => Ok(GetObjectResponse {
                         part: Some(get_object_response::Part::Data(data)),
@@ -313,7 +370,11 @@ impl ObjectsService {
 
     /// Routes a linearizable read to the leader (returns `Some(addr)` to forward), or
     /// waits for the read barrier here.
-    async fn read_route(&self, md: &tonic::metadata::MetadataMap, consistency: i32) -> Result<Option<String>, Status> {
+    async fn read_route(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        consistency: i32,
+    ) -> Result<Option<String>, Status> {
         if !is_linearizable(consistency) {
             return Ok(None);
         }
@@ -329,18 +390,27 @@ impl ObjectsService {
 
 #[tonic::async_trait]
 impl Objects for ObjectsService {
-    async fn create_bucket(&self, req: Request<CreateBucketRequest>) -> Result<Response<CreateBucketResponse>, Status> {
+    async fn create_bucket(
+        &self,
+        req: Request<CreateBucketRequest>,
+    ) -> Result<Response<CreateBucketResponse>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
         let rid = request_id(req.get_ref().request_id.clone()).map_err(status)?;
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).create_bucket(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).create_bucket(r).await
+                    })
                     .await
             }
             Route::Local => {
                 let bucket = req.into_inner().bucket;
-                let ok = self.node.propose_ok(rid, Op::CreateBucket { bucket }).await.map_err(status)?;
+                let ok = self
+                    .node
+                    .propose_ok(rid, Op::CreateBucket { bucket })
+                    .await
+                    .map_err(status)?;
                 Ok(Response::new(CreateBucketResponse {
                     revision: ok.revision().unwrap_or(0),
                 }))
@@ -348,18 +418,27 @@ impl Objects for ObjectsService {
         }
     }
 
-    async fn delete_bucket(&self, req: Request<DeleteBucketRequest>) -> Result<Response<DeleteBucketResponse>, Status> {
+    async fn delete_bucket(
+        &self,
+        req: Request<DeleteBucketRequest>,
+    ) -> Result<Response<DeleteBucketResponse>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
         let rid = request_id(req.get_ref().request_id.clone()).map_err(status)?;
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).delete_bucket(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).delete_bucket(r).await
+                    })
                     .await
             }
             Route::Local => {
                 let bucket = req.into_inner().bucket;
-                let ok = self.node.propose_ok(rid, Op::DeleteBucket { bucket }).await.map_err(status)?;
+                let ok = self
+                    .node
+                    .propose_ok(rid, Op::DeleteBucket { bucket })
+                    .await
+                    .map_err(status)?;
                 Ok(Response::new(DeleteBucketResponse {
                     revision: ok.revision().unwrap_or(0),
                 }))
@@ -367,11 +446,19 @@ impl Objects for ObjectsService {
         }
     }
 
-    async fn list_buckets(&self, req: Request<ListBucketsRequest>) -> Result<Response<ListBucketsResponse>, Status> {
-        if let Some(addr) = self.read_route(req.metadata(), req.get_ref().consistency).await? {
+    async fn list_buckets(
+        &self,
+        req: Request<ListBucketsRequest>,
+    ) -> Result<Response<ListBucketsResponse>, Status> {
+        if let Some(addr) = self
+            .read_route(req.metadata(), req.get_ref().consistency)
+            .await?
+        {
             return self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).list_buckets(r).await })
+                .forward(&addr, req.into_inner(), |ch, r| async move {
+                    client(ch).list_buckets(r).await
+                })
                 .await;
         }
         let buckets = self.node.store().list_buckets().map_err(internal)?;
@@ -386,7 +473,10 @@ impl Objects for ObjectsService {
         }))
     }
 
-    async fn put(&self, req: Request<Streaming<PutObjectRequest>>) -> Result<Response<PutObjectResponse>, Status> {
+    async fn put(
+        &self,
+        req: Request<Streaming<PutObjectRequest>>,
+    ) -> Result<Response<PutObjectResponse>, Status> {
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 // Pass the stream through; if the client's stream breaks, the leader sees
@@ -409,10 +499,15 @@ impl Objects for ObjectsService {
     async fn get(&self, req: Request<GetObjectRequest>) -> Result<Response<GetStream>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
         validate::object_key(&req.get_ref().key).map_err(status)?;
-        if let Some(addr) = self.read_route(req.metadata(), req.get_ref().consistency).await? {
+        if let Some(addr) = self
+            .read_route(req.metadata(), req.get_ref().consistency)
+            .await?
+        {
             let resp = self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).get(r).await })
+                .forward(&addr, req.into_inner(), |ch, r| async move {
+                    client(ch).get(r).await
+                })
                 .await?;
             let s: GetStream = Box::pin(resp.into_inner());
             return Ok(Response::new(s));
@@ -424,10 +519,15 @@ impl Objects for ObjectsService {
     async fn head(&self, req: Request<HeadObjectRequest>) -> Result<Response<ObjectInfo>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
         validate::object_key(&req.get_ref().key).map_err(status)?;
-        if let Some(addr) = self.read_route(req.metadata(), req.get_ref().consistency).await? {
+        if let Some(addr) = self
+            .read_route(req.metadata(), req.get_ref().consistency)
+            .await?
+        {
             return self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).head(r).await })
+                .forward(&addr, req.into_inner(), |ch, r| async move {
+                    client(ch).head(r).await
+                })
                 .await;
         }
         let r = req.into_inner();
@@ -436,18 +536,28 @@ impl Objects for ObjectsService {
             .store()
             .get_object(&r.bucket, &r.key)
             .map_err(internal)?
-            .ok_or_else(|| status(TroveError::NotFound(format!("object {}/{}", r.bucket, r.key))))?;
+            .ok_or_else(|| {
+                status(TroveError::NotFound(format!(
+                    "object {}/{}",
+                    r.bucket, r.key
+                )))
+            })?;
         Ok(Response::new(info(&r.bucket, &r.key, &m)))
     }
 
-    async fn delete(&self, req: Request<DeleteObjectRequest>) -> Result<Response<DeleteObjectResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteObjectRequest>,
+    ) -> Result<Response<DeleteObjectResponse>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
         validate::object_key(&req.get_ref().key).map_err(status)?;
         let rid = request_id(req.get_ref().request_id.clone()).map_err(status)?;
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).delete(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).delete(r).await
+                    })
                     .await
             }
             Route::Local => {
@@ -470,12 +580,20 @@ impl Objects for ObjectsService {
         }
     }
 
-    async fn list(&self, req: Request<ListObjectsRequest>) -> Result<Response<ListObjectsResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListObjectsRequest>,
+    ) -> Result<Response<ListObjectsResponse>, Status> {
         validate::bucket_name(&req.get_ref().bucket).map_err(status)?;
-        if let Some(addr) = self.read_route(req.metadata(), req.get_ref().consistency).await? {
+        if let Some(addr) = self
+            .read_route(req.metadata(), req.get_ref().consistency)
+            .await?
+        {
             return self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).list(r).await })
+                .forward(&addr, req.into_inner(), |ch, r| async move {
+                    client(ch).list(r).await
+                })
                 .await;
         }
         let r = req.into_inner();
@@ -484,7 +602,12 @@ impl Objects for ObjectsService {
             return Err(status(TroveError::NotFound(format!("bucket {}", r.bucket))));
         }
         let (items, next) = store
-            .list_objects(&r.bucket, &r.prefix, &r.start_after_or_at, validate::list_limit(r.limit))
+            .list_objects(
+                &r.bucket,
+                &r.prefix,
+                &r.start_after_or_at,
+                validate::list_limit(r.limit),
+            )
             .map_err(internal)?;
         Ok(Response::new(ListObjectsResponse {
             objects: items.iter().map(|(k, m)| info(&r.bucket, k, m)).collect(),

@@ -4,8 +4,8 @@ use tonic::{Request, Response, Status};
 use trove_proto::v1::records_client::RecordsClient;
 use trove_proto::v1::records_server::Records;
 use trove_proto::v1::{
-    DeleteRecordRequest, DeleteRecordResponse, GetRecordRequest, GetRecordResponse, ListRecordsRequest,
-    ListRecordsResponse, PutRecordRequest, PutRecordResponse, RecordSummary,
+    DeleteRecordRequest, DeleteRecordResponse, GetRecordRequest, GetRecordResponse,
+    ListRecordsRequest, ListRecordsResponse, PutRecordRequest, PutRecordResponse, RecordSummary,
 };
 use trove_types::limits::MAX_CLIENT_MESSAGE_BYTES;
 use trove_types::{Op, TroveError, validate};
@@ -38,7 +38,10 @@ fn revision(ok: trove_types::OpOk) -> Result<u64, TroveError> {
 
 #[tonic::async_trait]
 impl Records for RecordsService {
-    async fn put(&self, req: Request<PutRecordRequest>) -> Result<Response<PutRecordResponse>, Status> {
+    async fn put(
+        &self,
+        req: Request<PutRecordRequest>,
+    ) -> Result<Response<PutRecordResponse>, Status> {
         let r = req.get_ref();
         validate::record_key(&r.key).map_err(status)?;
         validate::record_value(&r.value).map_err(status)?;
@@ -46,7 +49,9 @@ impl Records for RecordsService {
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).put(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).put(r).await
+                    })
                     .await
             }
             Route::Local => {
@@ -64,14 +69,19 @@ impl Records for RecordsService {
         }
     }
 
-    async fn get(&self, req: Request<GetRecordRequest>) -> Result<Response<GetRecordResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetRecordRequest>,
+    ) -> Result<Response<GetRecordResponse>, Status> {
         validate::record_key(&req.get_ref().key).map_err(status)?;
         if is_linearizable(req.get_ref().consistency) {
             match self.node.route(req.metadata()).map_err(status)? {
                 Route::Forward(addr) => {
                     return self
                         .node
-                        .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).get(r).await })
+                        .forward(&addr, req.into_inner(), |ch, r| async move {
+                            client(ch).get(r).await
+                        })
                         .await;
                 }
                 Route::Local => self.node.linearizable_barrier().await.map_err(status)?,
@@ -92,14 +102,19 @@ impl Records for RecordsService {
         }))
     }
 
-    async fn delete(&self, req: Request<DeleteRecordRequest>) -> Result<Response<DeleteRecordResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRecordRequest>,
+    ) -> Result<Response<DeleteRecordResponse>, Status> {
         let r = req.get_ref();
         validate::record_key(&r.key).map_err(status)?;
         let rid = request_id(r.request_id.clone()).map_err(status)?;
         match self.node.route(req.metadata()).map_err(status)? {
             Route::Forward(addr) => {
                 self.node
-                    .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).delete(r).await })
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).delete(r).await
+                    })
                     .await
             }
             Route::Local => {
@@ -116,13 +131,18 @@ impl Records for RecordsService {
         }
     }
 
-    async fn list(&self, req: Request<ListRecordsRequest>) -> Result<Response<ListRecordsResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<ListRecordsRequest>,
+    ) -> Result<Response<ListRecordsResponse>, Status> {
         if is_linearizable(req.get_ref().consistency) {
             match self.node.route(req.metadata()).map_err(status)? {
                 Route::Forward(addr) => {
                     return self
                         .node
-                        .forward(&addr, req.into_inner(), |ch, r| async move { client(ch).list(r).await })
+                        .forward(&addr, req.into_inner(), |ch, r| async move {
+                            client(ch).list(r).await
+                        })
                         .await;
                 }
                 Route::Local => self.node.linearizable_barrier().await.map_err(status)?,
