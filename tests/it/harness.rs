@@ -220,6 +220,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` founding members (ids 1..=n) and waits for a leader.
     pub async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra `trove server` flags for every node.
+    pub async fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
         let bin = trove_bin();
         // A freshly allocated port can be taken by someone else before the server binds it;
         // then the node exits at start-up and we try again with new ports.
@@ -245,6 +250,7 @@ impl Cluster {
                 let mut node = cluster.new_node(id, *client, *peer);
                 node.args
                     .extend(["--initial-cluster".into(), initial.clone()]);
+                node.args.extend(extra_args.iter().map(|a| a.to_string()));
                 node.spawn(&cluster.bin);
                 cluster.nodes.insert(id, node);
             }

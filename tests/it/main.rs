@@ -13,4 +13,5 @@ mod memory;
 mod objects;
 mod python;
 mod records;
+mod snapshot;
 mod wire;

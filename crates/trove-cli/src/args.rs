@@ -132,6 +132,10 @@ pub struct ServerArgs {
         conflicts_with = "initial_cluster"
     )]
     pub join: Option<String>,
+    /// Build a Raft snapshot (and allow the log before it to be purged) after this many
+    /// log entries [default: 1024].
+    #[arg(long, env = "TROVE_SNAPSHOT_EVERY_ENTRIES", value_name = "N")]
+    pub snapshot_every_entries: Option<u64>,
     /// Log format on stderr (the level comes from RUST_LOG, default info) [default: text].
     #[arg(long, env = "TROVE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -96,6 +96,15 @@ fn build_config(a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error
         cfg.initial_cluster_token = t;
     }
     cfg.join = a.join;
+    if let Some(n) = a.snapshot_every_entries {
+        if n == 0 {
+            return Err(usage(
+                ErrorKind::ValueValidation,
+                "--snapshot-every-entries must be at least 1".into(),
+            ));
+        }
+        cfg.tuning.snapshot_every_entries = n;
+    }
     Ok(cfg)
 }
 
@@ -132,6 +141,10 @@ fn apply_config_file(a: &mut ServerArgs, text: &str) -> Result<(), String> {
             "initial-cluster" => set(&mut a.initial_cluster, value),
             "initial-cluster-token" => set(&mut a.initial_cluster_token, value),
             "join" => set(&mut a.join, value),
+            "snapshot-every-entries" => {
+                let n = value.parse().map_err(|_| bad("a positive integer"))?;
+                a.snapshot_every_entries.get_or_insert(n);
+            }
             "log-format" => {
                 let f = match value.as_str() {
                     "text" => LogFormat::Text,

@@ -242,6 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await?;
         self.set_current(meta.clone(), dest)?;
+        tracing::info!(last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
 

@@ -25,6 +25,21 @@ fn open(dir: &std::path::Path) -> std::io::Result<(LogStore, StateMachine)> {
     Ok((log, sm))
 }
 
+/// Reopens after a drop. sled's background flusher keeps a dropped database locked
+/// for a moment (in production the process is gone), so retry while it is.
+async fn reopen(dir: &std::path::Path) -> (LogStore, StateMachine) {
+    for _ in 0..100 {
+        match open(dir) {
+            Ok(v) => return v,
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("reopen failed: {e}"),
+        }
+    }
+    panic!("the state database stayed locked after its owner was dropped");
+}
+
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
@@ -72,7 +87,7 @@ async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) {
 async fn reopen_keeps_vote_log_and_commit() {
     let td = TempDir::new().unwrap();
     {
-        let (mut log, _sm) = open(td.path()).unwrap();
+        let mut log = LogStore::open(&td.path().join("raft")).unwrap();
         let vote = Vote::new(3, 2);
         log.save_vote(&vote).await.unwrap();
         append_durably(
@@ -85,7 +100,7 @@ async fn reopen_keeps_vote_log_and_commit() {
         log.purge(log_id(3, 4)).await.unwrap();
         // Dropped here without any shutdown call.
     }
-    let (mut log, _sm) = open(td.path()).unwrap();
+    let mut log = LogStore::open(&td.path().join("raft")).unwrap();
     let mut reader = log.get_log_reader().await;
     assert_eq!(reader.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     let st = log.get_log_state().await.unwrap();
@@ -103,11 +118,11 @@ async fn reopen_keeps_vote_log_and_commit() {
 async fn committed_beyond_log_is_ignored() {
     let td = TempDir::new().unwrap();
     {
-        let (mut log, _sm) = open(td.path()).unwrap();
+        let mut log = LogStore::open(&td.path().join("raft")).unwrap();
         append_durably(&mut log, (1..=5).map(|i| entry(1, i, "k")).collect()).await;
         log.save_committed(Some(log_id(1, 9))).await.unwrap();
     }
-    let (mut log, _sm) = open(td.path()).unwrap();
+    let mut log = LogStore::open(&td.path().join("raft")).unwrap();
     assert_eq!(log.read_committed().await.unwrap(), None);
 }
 
@@ -129,7 +144,7 @@ async fn state_machine_reopen_and_snapshot() {
         assert_eq!(snap.meta.last_log_id, Some(log_id(2, 10)));
         sm.store().flush().unwrap();
     }
-    let (_log, mut sm) = open(td.path()).unwrap();
+    let (_log, mut sm) = reopen(td.path()).await;
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(2, 10)));
     let cur = sm
