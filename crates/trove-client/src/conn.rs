@@ -33,6 +33,8 @@ impl Node {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(trove_types::limits::HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(trove_types::limits::HTTP2_CONNECTION_WINDOW_BYTES)
             .tcp_nodelay(true);
         Ok(Node {
             addr,

@@ -23,7 +23,10 @@ use trove_proto::raft::raft_peer_client::RaftPeerClient;
 use trove_proto::raft::{
     Envelope, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame,
 };
-use trove_types::limits::{MAX_PEER_MESSAGE_BYTES, SNAPSHOT_PIECE_BYTES};
+use trove_types::limits::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MAX_PEER_MESSAGE_BYTES,
+    SNAPSHOT_PIECE_BYTES,
+};
 
 use crate::codec::{decode, encode};
 use crate::types::{Snapshot, SnapshotDir, TroveNode, TypeConfig, Vote};
@@ -102,7 +105,9 @@ pub fn peer_endpoint(addr: &str) -> Result<Endpoint, String> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES))
 }
 
 fn peer_grpc(ch: Channel) -> RaftPeerClient<Channel> {

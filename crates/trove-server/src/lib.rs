@@ -31,7 +31,10 @@ use trove_raft::{
 use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
 use trove_types::Op;
-use trove_types::limits::{MAX_CLIENT_MESSAGE_BYTES, MAX_PEER_MESSAGE_BYTES};
+use trove_types::limits::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MAX_CLIENT_MESSAGE_BYTES,
+    MAX_PEER_MESSAGE_BYTES,
+};
 
 pub use config::{ServerConfig, Tuning, derive_cluster_id, parse_initial_cluster};
 pub use error::ServerError;
@@ -218,6 +221,8 @@ pub async fn run(
     tasks.spawn(async move {
         Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .add_service(peer_svc)
             .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async move {
@@ -255,6 +260,8 @@ pub async fn run(
     tasks.spawn(async move {
         Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(health_svc)
             .add_service(reflection_v1)

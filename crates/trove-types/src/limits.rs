@@ -31,6 +31,12 @@ pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Size of one piece of a snapshot file on the wire.
 pub const SNAPSHOT_PIECE_BYTES: usize = 1024 * 1024;
 
+/// HTTP/2 flow-control window per stream. The 64 KiB default would cost a round trip
+/// every 64 KiB of a 1 MiB chunk or an 8 MiB AppendEntries batch.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection (shared by its streams).
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+
 /// Default number of keys in one list page.
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 /// Largest number of keys in one list page.
@@ -48,4 +54,6 @@ pub const CHANNEL_CAPACITY: usize = 64;
 const _: () = assert!(CHUNK_SIZE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(2 * MAX_APPEND_BATCH_BYTES + CHUNK_SIZE_BYTES <= MAX_PEER_MESSAGE_BYTES);
+const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES as usize >= MAX_APPEND_BATCH_BYTES);
+const _: () = assert!(HTTP2_CONNECTION_WINDOW_BYTES >= HTTP2_STREAM_WINDOW_BYTES);
 const _: () = assert!(SNAPSHOT_PIECE_BYTES + 64 * 1024 <= MAX_PEER_MESSAGE_BYTES);
