@@ -31,6 +31,13 @@ pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Size of one piece of a snapshot file on the wire.
 pub const SNAPSHOT_PIECE_BYTES: usize = 1024 * 1024;
 
+/// Size of one data piece of a backup stream (and of a backup file's records).
+pub const BACKUP_PIECE_BYTES: usize = 1024 * 1024;
+/// Largest record a backup file may hold (a piece plus framing); checked before reading.
+pub const MAX_BACKUP_RECORD_BYTES: usize = 2 * 1024 * 1024;
+/// Backup messages queued between the file reader and the network, per backup.
+pub const BACKUP_QUEUE_MESSAGES: usize = 4;
+
 /// HTTP/2 flow-control window per stream. The 64 KiB default would cost a round trip
 /// every 64 KiB of a 1 MiB chunk or an 8 MiB AppendEntries batch.
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
@@ -44,7 +51,7 @@ pub const MAX_LIST_LIMIT: u32 = 10_000;
 
 /// Chunks of one upload in flight through Raft at once (bounded memory per upload).
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 4;
-/// How long an upload may stay unfinished before its chunks are collected.
+/// How long an upload may stay idle (no new chunk) before its chunks are collected.
 pub const UPLOAD_EXPIRY_MS: u64 = 10 * 60 * 1000;
 /// How long the state machine remembers a request id for deduplication.
 pub const REQUEST_ID_RETENTION_MS: u64 = 15 * 60 * 1000;
@@ -57,3 +64,5 @@ const _: () = assert!(2 * MAX_APPEND_BATCH_BYTES + CHUNK_SIZE_BYTES <= MAX_PEER_
 const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES as usize >= MAX_APPEND_BATCH_BYTES);
 const _: () = assert!(HTTP2_CONNECTION_WINDOW_BYTES >= HTTP2_STREAM_WINDOW_BYTES);
 const _: () = assert!(SNAPSHOT_PIECE_BYTES + 64 * 1024 <= MAX_PEER_MESSAGE_BYTES);
+const _: () = assert!(BACKUP_PIECE_BYTES + 64 * 1024 <= MAX_BACKUP_RECORD_BYTES);
+const _: () = assert!(MAX_BACKUP_RECORD_BYTES <= MAX_CLIENT_MESSAGE_BYTES);

@@ -304,10 +304,11 @@ fn put_chunk(
     let mut upload = tx
         .get_decoded::<UploadV1>(&ukey, "upload")?
         .unwrap_or(UploadV1 {
-            started_ms: time_ms,
+            last_active_ms: time_ms,
             chunk_count: 0,
             total_bytes: 0,
         });
+    upload.last_active_ms = upload.last_active_ms.max(time_ms);
     tx.put(
         codec::upload_chunk_key(upload_id, upload.chunk_count),
         &ChunkRefV1 { hash: *hash, len },
@@ -426,7 +427,7 @@ fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
     for kv in tx.tree.scan_prefix(codec::UPLOAD) {
         let (k, v) = kv?;
         let upload: UploadV1 = codec::decode(&v, "upload")?;
-        if upload.started_ms.saturating_add(UPLOAD_EXPIRY_MS) <= now_ms {
+        if upload.last_active_ms.saturating_add(UPLOAD_EXPIRY_MS) <= now_ms {
             let id = codec::upload_id_of(&k)
                 .ok_or_else(|| StorageError::Codec(format!("malformed upload key {k:?}")))?;
             expired.push(id);

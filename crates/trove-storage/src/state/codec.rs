@@ -73,8 +73,9 @@ pub(crate) struct ObjectV1 {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct UploadV1 {
-    /// `time_ms` of the command that added the first chunk.
-    pub started_ms: u64,
+    /// `time_ms` of the command that added the latest chunk: an upload expires after
+    /// being idle, however long it has been running.
+    pub last_active_ms: u64,
     /// Number of `w/` keys of this upload (positions `0..chunk_count`).
     pub chunk_count: u64,
     pub total_bytes: u64,
@@ -403,7 +404,7 @@ mod tests {
         assert_eq!(encode(&object).unwrap(), expected);
 
         let upload = UploadV1 {
-            started_ms: 1,
+            last_active_ms: 1,
             chunk_count: 2,
             total_bytes: 3,
         };

@@ -477,6 +477,33 @@ fn dedup_returns_the_first_result() {
 }
 
 #[test]
+fn an_active_upload_never_expires() {
+    let mut h = Harness::new();
+    let t0 = h.time_ms;
+    // An upload that keeps receiving chunks never expires, however long it runs: expiry
+    // counts from its latest chunk.
+    let c3 = chunk(3, 10);
+    assert!(h.run(put_chunk(3, &c3)).is_ok());
+    for step in 1..=3u64 {
+        h.time_ms = t0 + step * (UPLOAD_EXPIRY_MS - 1);
+        let c = chunk(40 + step as u8, 10);
+        assert!(h.run(put_chunk(3, &c)).is_ok());
+        assert_eq!(h.run(Op::Expire), Ok(OpOk::Done));
+        assert!(
+            h.store.chunks().contains(&c3.0.hash),
+            "an active upload expired at step {step}"
+        );
+    }
+    h.time_ms += UPLOAD_EXPIRY_MS;
+    assert_eq!(h.run(Op::Expire), Ok(OpOk::Done));
+    assert!(
+        !h.store.chunks().contains(&c3.0.hash),
+        "an idle upload must expire"
+    );
+    check_invariants(&h.store);
+}
+
+#[test]
 fn expire_drops_old_uploads_and_dedup_entries() {
     let mut h = Harness::new();
     let t0 = h.time_ms;
