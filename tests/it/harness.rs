@@ -399,7 +399,10 @@ impl Cluster {
     pub async fn status_of(&mut self, id: u64) -> Result<StatusResponse, String> {
         let ch = self.channel(id);
         ClusterClient::new(ch)
-            .status(trove_proto::v1::StatusRequest { local: true })
+            .status(trove_proto::v1::StatusRequest {
+                local: true,
+                include_digest: false,
+            })
             .await
             .map(|r| r.into_inner())
             .map_err(|e| format!("node {id}: {:?}: {}", e.code(), e.message()))
@@ -662,5 +665,100 @@ impl Drop for Cluster {
             let kept = root.keep();
             eprintln!("harness: kept cluster files in {}", kept.display());
         }
+    }
+}
+
+/// Nodes that must fail to start, and clusters started from prepared data directories
+/// (the upgrade and backup tests).
+impl Cluster {
+    /// Starts node `id` with its usual arguments, expecting it to refuse to start: waits
+    /// until the process exits (panics if it still runs after `timeout`) and returns its
+    /// exit code and what it printed in this run.
+    pub async fn start_expecting_exit(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> (Option<i32>, String) {
+        eprintln!("harness: start node {id}, expecting it to exit");
+        let bin = self.bin.clone();
+        let node = self.node_mut(id);
+        node.spawn(&bin);
+        let start = Instant::now();
+        let status = loop {
+            let child = node.child.as_mut().expect("just spawned");
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                break status;
+            }
+            if start.elapsed() > timeout {
+                node.kill9();
+                panic!(
+                    "node {id} was expected to refuse to start, but still runs after {timeout:?}"
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        };
+        let log = String::from_utf8_lossy(&std::fs::read(&node.log_path).unwrap_or_default())
+            .into_owned();
+        let marker = format!("=== harness: start #{} of node {id}", node.starts);
+        let this_run = log.rsplit_once(&marker).map_or(log.as_str(), |(_, r)| r);
+        let output = this_run.split_once('\n').map_or("", |(_, r)| r).to_string();
+        (status.code(), output)
+    }
+
+    /// Starts `n` nodes (ids 1..=n) whose data directories `prepare` fills first, given
+    /// the `--initial-cluster` list (peer addresses) and each node's data directory, for
+    /// example with `trove backup restore`. The nodes start without `--initial-cluster`:
+    /// their directories must say what they are. Waits for a leader.
+    pub async fn start_prepared(
+        n: u64,
+        mut prepare: impl AsyncFnMut(String, Vec<(u64, PathBuf)>),
+    ) -> Cluster {
+        let bin = trove_bin();
+        for attempt in 1..=3 {
+            let root = tempfile::Builder::new()
+                .prefix("trove-it-")
+                .tempdir()
+                .expect("tempdir");
+            let root_path = root.path().to_path_buf();
+            let mut cluster = Cluster {
+                bin: bin.clone(),
+                root: Some(root),
+                root_path,
+                nodes: BTreeMap::new(),
+            };
+            let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+            let initial = (1..=n)
+                .zip(&ports)
+                .map(|(id, (_, peer))| format!("{id}=127.0.0.1:{peer}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let nodes: Vec<Node> = (1..=n)
+                .zip(&ports)
+                .map(|(id, (client, peer))| cluster.new_node(id, *client, *peer))
+                .collect();
+            let dirs = nodes.iter().map(|n| (n.id, n.data_dir.clone())).collect();
+            prepare(initial, dirs).await;
+            for mut node in nodes {
+                node.spawn(&cluster.bin);
+                cluster.nodes.insert(node.id, node);
+            }
+            match cluster.wait_listening(None).await {
+                Ok(()) => {
+                    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
+                    eprintln!(
+                        "harness: {n}-node prepared cluster up in {} (leader {leader})",
+                        cluster.root_path.display()
+                    );
+                    return cluster;
+                }
+                Err(e) if attempt < 3 => {
+                    eprintln!("harness: start attempt {attempt} failed ({e}); retrying");
+                    cluster.print_logs();
+                }
+                Err(e) => panic!("prepared cluster did not start: {e}"),
+            }
+        }
+        unreachable!()
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! Build the server first: `cargo build --bin trove` (`scripts/test.sh` does it).
 
+mod backup;
+mod chaos;
 mod cli;
 mod crash;
 mod data;
@@ -14,4 +16,5 @@ mod objects;
 mod python;
 mod records;
 mod snapshot;
+mod upgrade;
 mod wire;

@@ -18,6 +18,7 @@ Prints one line per check; any failure raises (non-zero exit with a traceback).
 import hashlib
 import random
 import sys
+import time
 import uuid
 
 import grpc
@@ -73,8 +74,14 @@ def main():
     grpc.channel_ready_future(channel).result(timeout=TIMEOUT_S)
 
     # 1. health
+    # A node reports SERVING once it knows a leader; poll like a readiness probe does.
     health = health_pb2_grpc.HealthStub(channel)
-    resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S)
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        resp = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT_S)
+        if resp.status == health_pb2.HealthCheckResponse.SERVING or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     check(
         resp.status == health_pb2.HealthCheckResponse.SERVING,
         f"health status is {resp.status}, want SERVING",

@@ -45,6 +45,10 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
             ctx.client.remove_node(id).await?;
             done(ctx.format, id, &format!("OK removed node {id}"))
         }
+        ClusterCmd::UpgradeCheck { id, max_lag } => {
+            let st = gather_status(&ctx.client).await?;
+            crate::upgrade::report(ctx.format, &crate::upgrade::check(&st, id, max_lag))
+        }
         ClusterCmd::TransferLeader { id } => {
             ctx.client.transfer_leader(id).await?;
             done(

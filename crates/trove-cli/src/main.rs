@@ -1,10 +1,12 @@
 //! `trove`: runs nodes (`server`), a local development cluster (`dev`), and the client
-//! commands for records, buckets, objects and the cluster.
+//! commands for records, buckets, objects, the cluster and backups.
 //!
 //! Exit status: 0 success; 1 the operation failed (`error: <message>` on stderr); 2 usage
 //! error (clap's, or a bad `--config` file / `--endpoints` value).
 
 mod args;
+mod backup;
+mod chaos;
 mod cluster;
 mod dev;
 mod objects;
@@ -12,6 +14,7 @@ mod output;
 mod records;
 mod server;
 mod signals;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -59,6 +62,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bucket(c) => objects::run_bucket(&client_ctx(&cli.global), c).await,
         Command::Object(c) => objects::run_object(&client_ctx(&cli.global), c).await,
         Command::Cluster(c) => cluster::run(&client_ctx(&cli.global), c).await,
+        Command::Backup(c) => backup::run(&cli.global, c).await,
+        Command::Chaos(a) => {
+            init_logging("warn,trove_testkit=info", LogFormat::Text);
+            match chaos::run(a).await? {
+                0 => Ok(()),
+                code => std::process::exit(i32::from(code)),
+            }
+        }
     }
 }
 

@@ -96,6 +96,7 @@ fn build_config(a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error
         cfg.initial_cluster_token = t;
     }
     cfg.join = a.join;
+    cfg.peer_source_ip = a.peer_source_ip;
     if let Some(n) = a.snapshot_every_entries {
         if n == 0 {
             return Err(usage(
@@ -141,6 +142,10 @@ fn apply_config_file(a: &mut ServerArgs, text: &str) -> Result<(), String> {
             "initial-cluster" => set(&mut a.initial_cluster, value),
             "initial-cluster-token" => set(&mut a.initial_cluster_token, value),
             "join" => set(&mut a.join, value),
+            "peer-source-ip" => {
+                let ip = value.parse().map_err(|_| bad("an IP address"))?;
+                a.peer_source_ip.get_or_insert(ip);
+            }
             "snapshot-every-entries" => {
                 let n = value.parse().map_err(|_| bad("a positive integer"))?;
                 a.snapshot_every_entries.get_or_insert(n);

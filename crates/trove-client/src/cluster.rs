@@ -6,7 +6,7 @@ use trove_proto::v1 as pb;
 use trove_types::TroveError;
 
 use crate::retry::{Idempotency, map_status};
-use crate::types::{ClusterStatus, cluster_status};
+use crate::types::{ClusterStatus, StateDigest, cluster_status};
 use crate::{Client, Result, cluster_client};
 
 /// Shortest per-attempt deadline of `add_node`, which returns only once the new member
@@ -21,7 +21,10 @@ impl Client {
     pub async fn status(&self) -> Result<ClusterStatus> {
         let resp = self
             .unary(Idempotency::Safe, |ch| {
-                let req = self.request(pb::StatusRequest { local: false });
+                let req = self.request(pb::StatusRequest {
+                    local: false,
+                    include_digest: false,
+                });
                 async move { cluster_client(ch).status(req).await }
             })
             .await?;
@@ -33,7 +36,10 @@ impl Client {
     pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
         let node = self.inner.node_for(endpoint)?;
         let timeout = self.inner.cfg.request_timeout;
-        let req = self.request(pb::StatusRequest { local: true });
+        let req = self.request(pb::StatusRequest {
+            local: true,
+            include_digest: false,
+        });
         match tokio::time::timeout(timeout, cluster_client(node.channel()).status(req)).await {
             Ok(Ok(resp)) => Ok(cluster_status(resp.into_inner())),
             Ok(Err(st)) => Err(map_status(&st)),
@@ -42,6 +48,40 @@ impl Client {
                 node.addr
             ))),
         }
+    }
+
+    /// Asks one specific node (`host:port`) for a digest of its applied state: a single
+    /// attempt, answered by that node itself. Replicas that applied the same index have
+    /// equal digests, so comparing them shows whether the nodes converged.
+    pub async fn state_digest_of(&self, endpoint: &str) -> Result<StateDigest> {
+        let node = self.inner.node_for(endpoint)?;
+        let timeout = self.inner.cfg.request_timeout;
+        let req = self.request(pb::StatusRequest {
+            local: true,
+            include_digest: true,
+        });
+        let resp =
+            match tokio::time::timeout(timeout, cluster_client(node.channel()).status(req)).await {
+                Ok(Ok(resp)) => resp.into_inner(),
+                Ok(Err(st)) => return Err(map_status(&st)),
+                Err(_) => {
+                    return Err(TroveError::DeadlineExceeded(format!(
+                        "no answer from {} within {timeout:?}",
+                        node.addr
+                    )));
+                }
+            };
+        if resp.state_digest.is_empty() {
+            return Err(TroveError::Internal(format!(
+                "{} sent no state digest (is it an older version?)",
+                node.addr
+            )));
+        }
+        Ok(StateDigest {
+            node_id: resp.node_id,
+            applied_index: resp.applied_index,
+            digest: resp.state_digest,
+        })
     }
 
     /// Adds a member that joins as a learner and, with `promote`, becomes a voter once

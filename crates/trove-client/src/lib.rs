@@ -1,5 +1,5 @@
 //! The Rust SDK for Trove: records with revisions and compare-and-set, buckets of large
-//! objects streamed in chunks, and cluster administration.
+//! objects streamed in chunks, cluster administration, and off-cluster backups.
 //!
 //! A [`Client`] holds one lazily connected HTTP/2 channel per node. Every mutating request
 //! carries a request id (client id + sequence number) that is reused on each retry, so
@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 mod cluster;
 mod config;
 mod conn;
@@ -36,6 +37,7 @@ use trove_proto::v1::objects_client::ObjectsClient;
 use trove_proto::v1::records_client::RecordsClient;
 use trove_types::limits::MAX_CLIENT_MESSAGE_BYTES;
 
+pub use backup::{BackupInfo, BackupReader};
 pub use config::{
     ClientConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_BUDGET,
     normalize_endpoint,
@@ -46,7 +48,7 @@ pub use trove_types::limits::{CHUNK_SIZE_BYTES, MAX_OBJECT_SIZE_BYTES, MAX_RECOR
 pub use trove_types::{LeaderHint, TroveError};
 pub use types::{
     BucketInfo, ClusterStatus, Consistency, MemberStatus, ObjectInfo, ObjectPage, ProgressFn,
-    Record, RecordPage, RecordSummary, Role,
+    Record, RecordPage, RecordSummary, Role, StateDigest,
 };
 
 use conn::{Attempts, Inner};

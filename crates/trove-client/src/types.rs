@@ -164,6 +164,17 @@ pub struct ClusterStatus {
     pub max_node_id: u64,
 }
 
+/// A digest of one node's applied state, from [`crate::Client::state_digest_of`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateDigest {
+    /// The node that answered.
+    pub node_id: u64,
+    /// The last applied log index the digest covers.
+    pub applied_index: u64,
+    /// SHA-256 (hex) of the applied state.
+    pub digest: String,
+}
+
 impl ClusterStatus {
     /// The leader's member entry, if the leader is known and listed.
     pub fn leader_member(&self) -> Option<&MemberStatus> {

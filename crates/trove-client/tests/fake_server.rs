@@ -325,6 +325,13 @@ impl Cluster for FakeNode {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    type BackupStream = futures::stream::Empty<Result<pb::BackupMessage, Status>>;
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// An address where nothing listens.

@@ -1,10 +1,12 @@
-//! Generated gRPC code for Trove (`trove.v1` public API, `trove.raft.v1` peer protocol)
-//! and the one mapping between domain errors and gRPC statuses.
+//! Generated gRPC code for Trove (`trove.v1` public API, `trove.raft.v1` peer protocol),
+//! the one mapping between domain errors and gRPC statuses, and the backup stream and
+//! file format ([`backup`]).
 //!
 //! This is the only crate that names prost types; everything else speaks `trove-types`.
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod backup;
 pub mod status;
 
 /// Public API, package `trove.v1`.

@@ -33,6 +33,15 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Checks only the version byte of an encoded value (for read-only start-up checks).
+pub fn check_version(buf: &[u8]) -> Result<(), CodecError> {
+    match buf.first() {
+        None => Err(CodecError::Empty),
+        Some(&FORMAT_VERSION) => Ok(()),
+        Some(&v) => Err(CodecError::Version(v)),
+    }
+}
+
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<T, CodecError> {
     match buf.first() {

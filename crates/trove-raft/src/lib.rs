@@ -5,6 +5,8 @@
 //! Nothing here knows about the public API; the server crate wires it up.
 
 pub mod codec;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
@@ -14,7 +16,7 @@ pub mod types;
 pub use log_store::LogStore;
 pub use network::{Network, PeerIdentity};
 pub use peer_service::{AnnounceHandler, PeerService};
-pub use state_machine::{RaftMeta, StateMachine};
+pub use state_machine::{BackupExport, RaftMeta, RestoredState, StateMachine, seed_restored_state};
 pub use types::{Applied, LogId, Raft, SnapshotDir, TroveNode, TypeConfig};
 
 /// openraft configuration tuned for Trove (validated).

@@ -27,7 +27,7 @@ use trove_storage::log::{LogOptions, SegmentLog};
 use trove_storage::meta::MetaFile;
 use trove_types::limits::MAX_APPEND_BATCH_BYTES;
 
-use crate::codec::{decode, encode};
+use crate::codec::{check_version, decode, encode};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Durable Raft metadata kept in the meta file.
@@ -48,6 +48,9 @@ struct Shared {
     meta: Mutex<MetaState>,
     /// Last log id appended (or the purge point when the log is empty).
     last_log_id: Mutex<Option<LogId>>,
+    /// Test-only fault injection (the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    failpoints: crate::failpoints::Failpoints,
 }
 
 /// A flush request: fire `callback` once everything appended before it is durable.
@@ -70,6 +73,17 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// An encoding this binary cannot read, found by the read-only start-up check.
+fn unreadable(path: &Path, e: crate::codec::CodecError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: {e}. Use a matching trove release; the directory was left untouched",
+            path.display()
+        ),
+    )
+}
+
 impl LogStore {
     /// Opens the log in `dir/log` and the meta file `dir/raft-meta`.
     pub fn open(dir: &Path) -> io::Result<LogStore> {
@@ -86,6 +100,8 @@ impl LogStore {
                 "discarded a torn (unacknowledged) tail of the raft log"
             );
         }
+        #[cfg(feature = "failpoints")]
+        let failpoints = crate::failpoints::Failpoints::open(dir, &log)?;
         if let Some(p) = &rec.last_purged {
             log.purge_upto(p.index)?;
         }
@@ -106,6 +122,8 @@ impl LogStore {
                 rec,
             }),
             last_log_id: Mutex::new(last_log_id),
+            #[cfg(feature = "failpoints")]
+            failpoints,
         });
         let (tx, rx) = sync_channel::<FlushRequest>(4096);
         let s2 = shared.clone();
@@ -116,6 +134,26 @@ impl LogStore {
             shared,
             flusher: tx,
         })
+    }
+
+    /// Read-only check of a raft directory (as [`LogStore::open`] would use it) for
+    /// formats this binary does not understand: the meta file's slot version and payload
+    /// encoding, every segment header's version, and the encoding version of the newest
+    /// log entry. Creates, truncates and syncs nothing, so a refused directory is left
+    /// byte-for-byte untouched; damage is left for `open` to diagnose.
+    pub fn check_formats(dir: &Path) -> io::Result<()> {
+        let meta_path = dir.join("raft-meta");
+        if meta_path.exists()
+            && let Some(payload) = MetaFile::read(&meta_path)?
+        {
+            check_version(&payload).map_err(|e| unreadable(&meta_path, e))?;
+        }
+        let log_dir = dir.join("log");
+        let found = trove_storage::log::inspect_log_dir(&log_dir)?;
+        if let Some(payload) = found.last_payload {
+            check_version(&payload).map_err(|e| unreadable(&log_dir, e))?;
+        }
+        Ok(())
     }
 
     /// Total bytes of the log's segment files.
@@ -142,7 +180,19 @@ fn flusher_loop(shared: Arc<Shared>, rx: Receiver<FlushRequest>) {
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
+        #[cfg(feature = "failpoints")]
+        if shared.failpoints.ack_before_fsync() {
+            // The test-only bug (see `failpoints`): acknowledged but not durable.
+            for cb in batch {
+                cb.io_completed(Ok(()));
+            }
+            continue;
+        }
         let res = shared.log.sync();
+        #[cfg(feature = "failpoints")]
+        if let Ok(last) = &res {
+            shared.failpoints.synced(*last);
+        }
         match res {
             Ok(_) => {
                 for cb in batch {
@@ -273,7 +323,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         // Entries appended before this vote become durable first: log and vote IO are
         // never reordered.
-        self.shared.log.sync()?;
+        let _synced = self.shared.log.sync()?;
+        #[cfg(feature = "failpoints")]
+        self.shared.failpoints.synced(_synced);
         let v = *vote;
         self.write_meta(|r| r.vote = Some(v), true)
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +32,9 @@ use trove_types::limits::{
 use crate::codec::{decode, encode};
 use crate::types::{Snapshot, SnapshotDir, TroveNode, TypeConfig, Vote};
 
+/// Shortest deadline of a peer RPC (see `PeerClient::call`).
+const MIN_PEER_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Identity stamped on every outgoing peer request.
 #[derive(Clone, Debug)]
 pub struct PeerIdentity {
@@ -50,14 +54,17 @@ enum Lane {
 #[derive(Clone)]
 pub struct Network {
     me: PeerIdentity,
+    /// Local IP outgoing peer connections are bound to (None: the OS chooses).
+    source_ip: Option<IpAddr>,
     channels: Arc<Mutex<HashMap<(String, Lane), Channel>>>,
 }
 
 impl Network {
-    /// A network for the node `me`.
-    pub fn new(me: PeerIdentity) -> Network {
+    /// A network for the node `me`; outgoing connections bind to `source_ip` if given.
+    pub fn new(me: PeerIdentity, source_ip: Option<IpAddr>) -> Network {
         Network {
             me,
+            source_ip,
             channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -67,7 +74,9 @@ impl Network {
         if let Some(c) = map.get(&(addr.to_string(), lane)) {
             return Ok(c.clone());
         }
-        let ch = peer_endpoint(addr)?.connect_lazy();
+        let ch = peer_endpoint(addr)?
+            .local_address(self.source_ip)
+            .connect_lazy();
         map.insert((addr.to_string(), lane), ch.clone());
         Ok(ch)
     }
@@ -184,7 +193,10 @@ impl PeerClient {
         Fut: Future<Output = Result<tonic::Response<trove_proto::raft::Reply>, tonic::Status>>,
     {
         let mut request = tonic::Request::new(self.envelope(req)?);
-        request.set_timeout(option.hard_ttl());
+        // openraft passes the heartbeat interval as the deadline of every AppendEntries;
+        // a slow link (RTT above it) would then never commit anything while the followers,
+        // still hearing heartbeats, never elect another leader. Floor it.
+        request.set_timeout(option.hard_ttl().max(MIN_PEER_RPC_TIMEOUT));
         let reply = f(self.grpc()?, request)
             .await
             .map_err(|st| from_status(&self.addr, st))?

@@ -7,24 +7,28 @@
 //!
 //! Snapshots are directories under `<data>/snapshots/`, built from a point-in-time view
 //! (the builder holds the apply lock while exporting) with hard links to the chunk
-//! files they reference.
+//! files they reference. Off-cluster backups are exported the same way into a directory
+//! of the caller's ([`StateMachine::export_backup`]), and a backup becomes the initial
+//! state of a new cluster through [`seed_restored_state`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::vote::RaftLeaderIdExt;
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use trove_storage::snapshot::verify_snapshot;
-use trove_storage::state::StateStore;
+use trove_storage::snapshot::{SnapshotInfo, verify_snapshot};
+use trove_storage::state::{StateCounts, StateStore};
 use trove_types::{CommandResult, OpOk};
 
 use crate::codec::{decode, encode};
 use crate::types::{
-    Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TypeConfig,
+    Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TroveNode, TypeConfig,
 };
 
 /// What the state store keeps about Raft next to the data.
@@ -152,6 +156,126 @@ impl StateMachine {
     pub fn incoming_dir(&self) -> PathBuf {
         self.inner.snapshots_dir.clone()
     }
+}
+
+/// A point-in-time export of the state for an off-cluster backup.
+#[derive(Clone, Debug)]
+pub struct BackupExport {
+    /// Last applied log id and membership at the moment of the export.
+    pub meta: SnapshotMeta,
+    /// The exported directory (`state.bin` + `chunks/`).
+    pub info: SnapshotInfo,
+    /// Sizes of the state's tables in the export.
+    pub counts: StateCounts,
+}
+
+/// What [`seed_restored_state`] installed.
+#[derive(Clone, Debug)]
+pub struct RestoredState {
+    /// The log id the restored state stands at (see [`seed_restored_state`]).
+    pub last_applied: LogId,
+    /// The source cluster's last applied log id, as recorded in the backup.
+    pub source_last_applied: Option<LogId>,
+    /// Sizes of the installed state's tables.
+    pub counts: StateCounts,
+}
+
+impl StateMachine {
+    /// Read-only check of the snapshot directories in `snapshots_dir`: a snapshot written
+    /// in a format this binary does not understand is refused (rather than ignored as
+    /// invalid, which would quietly fall back to an older state). Modifies nothing.
+    pub fn check_formats(snapshots_dir: &Path) -> io::Result<()> {
+        if !snapshots_dir.is_dir() {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(snapshots_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("snap-") && !name.ends_with(".tmp") {
+                trove_storage::snapshot::check_version(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exports the state into `dir` (which must not exist) for an off-cluster backup.
+    /// Like [`RaftSnapshotBuilder::build_snapshot`] it holds the apply lock, so the
+    /// export is exactly the state after `meta.last_log_id` (and the counts are of the
+    /// same state); but the directory is the caller's and never becomes the current
+    /// snapshot. Chunk files are hard links: `dir` must be on the data directory's
+    /// filesystem. Applying waits only while `state.bin` is written and chunks linked.
+    pub async fn export_backup(&self, dir: &Path) -> io::Result<BackupExport> {
+        let inner = self.inner.clone();
+        let _guard = inner.apply_lock.lock().await;
+        let rm = self.raft_meta()?;
+        let meta = SnapshotMeta {
+            last_log_id: rm.last_applied,
+            last_membership: rm.membership.clone(),
+        };
+        let meta_bytes = encode(&meta)?;
+        let dir = dir.to_path_buf();
+        let store = inner.store.clone();
+        let (info, counts) = blocking(move || {
+            let counts = store.counts()?;
+            let info = store.export_snapshot(&dir, &meta_bytes)?;
+            Ok((info, counts))
+        })
+        .await?;
+        Ok(BackupExport { meta, info, counts })
+    }
+}
+
+/// Seeds an empty state store with a backup (a snapshot directory exported by
+/// [`StateMachine::export_backup`]) as the initial state of a NEW cluster of `members`.
+///
+/// How a restored node fits openraft's model:
+/// - The state is installed with raft meta `last_applied = (term 0, node 0, index N)`,
+///   N being the source's last applied index, and the membership `members` (all voters)
+///   stored at that same log id. No log entry is written: the log stays empty.
+/// - On its first start openraft finds `last_applied` ahead of the empty log and purges
+///   the log up to it (its clean-up for "a snapshot was installed but the log not yet
+///   purged"), builds a snapshot from the state (to send to new or lagging members), and
+///   takes the membership from the state machine. The node counts as initialised (it
+///   has a last log id), so `Raft::initialize` is never called and no membership entry
+///   is appended at an index that would overwrite the restored raft meta.
+/// - Term 0 is below every term an election produces, so the first leader's entries
+///   (term >= 1, index N+1 on) sort after it; keeping index N keeps revisions monotonic
+///   (every new write gets a revision above every revision in the backup).
+/// - Every member restored from the same backup with the same member list holds the
+///   same state at the same log id, so any of them can be elected.
+pub fn seed_restored_state(
+    store: &StateStore,
+    backup_dir: &Path,
+    members: &BTreeMap<u64, TroveNode>,
+) -> io::Result<RestoredState> {
+    let voters: BTreeSet<u64> = members.keys().copied().collect();
+    if voters.is_empty() {
+        return Err(io_err("a restored cluster needs at least one member"));
+    }
+    let raw = store.install_snapshot(backup_dir)?;
+    let source: SnapshotMeta = decode(&raw)?;
+    let index = source.last_log_id.map(|l| l.index).unwrap_or(0);
+    let last_applied = LogId::new(
+        <<TypeConfig as openraft::RaftTypeConfig>::LeaderId as RaftLeaderIdExt>::new_committed(
+            0, 0,
+        ),
+        index,
+    );
+    let membership = openraft::Membership::new(vec![voters], members.clone())
+        .map_err(|e| io_err(format!("invalid member list: {e}")))?;
+    let membership = StoredMembership::new(Some(last_applied), membership);
+    let rm = RaftMeta {
+        last_applied: Some(last_applied),
+        max_node_id: max_id(&membership, max_id(&source.last_membership, 0)),
+        membership,
+    };
+    store.apply(index, None, &encode(&rm)?)?;
+    store.flush()?;
+    Ok(RestoredState {
+        last_applied,
+        source_last_applied: source.last_log_id,
+        counts: store.counts()?,
+    })
 }
 
 fn max_id(m: &StoredMembership, prev: u64) -> u64 {

@@ -1,5 +1,6 @@
 //! Node configuration: addresses, data directory, bootstrap mode and Raft tuning.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     pub initial_cluster_token: String,
     /// Client address of a member of an existing cluster to join.
     pub join: Option<String>,
+    /// Local IP that outgoing peer connections are bound to (default: chosen by the OS).
+    /// Lets a test harness tell nodes apart by source address (all of 127/8 is loopback).
+    pub peer_source_ip: Option<IpAddr>,
     /// Raft tuning.
     pub tuning: Tuning,
 }
@@ -76,6 +80,7 @@ impl ServerConfig {
             initial_cluster: Vec::new(),
             initial_cluster_token: "trove".into(),
             join: None,
+            peer_source_ip: None,
             tuning: Tuning::default(),
         }
     }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use trove_storage::StorageError;
 use trove_storage::meta::MetaFile;
 
 use crate::error::ServerError;
@@ -27,6 +28,12 @@ pub struct Identity {
     /// Founding members, if this node founded the cluster (used to finish an
     /// interrupted bootstrap).
     pub initial_cluster: Vec<(u64, String)>,
+}
+
+/// The one field every identity format version has.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
 }
 
 fn dir_err(dir: &Path, reason: impl Into<String>) -> ServerError {
@@ -55,22 +62,28 @@ pub fn load(dir: &Path) -> Result<Option<Identity>, ServerError> {
         }
         return Ok(None);
     }
-    let (_, payload) =
-        MetaFile::open(&path).map_err(|e| dir_err(dir, format!("identity file: {e}")))?;
+    // Read-only: a directory this binary refuses must be left byte-for-byte untouched.
+    let payload = MetaFile::read(&path).map_err(|e| match e {
+        StorageError::UnsupportedVersion { .. } => ServerError::Format(e.to_string()),
+        other => dir_err(dir, format!("identity file: {other}")),
+    })?;
     let Some(payload) = payload else {
         // The identity is the first thing written into a new directory: an empty one
         // means its creation was interrupted before anything else existed.
         return Ok(None);
     };
-    let id: Identity = serde_json::from_slice(&payload)
+    // The version first: a newer identity may not decode as this binary's `Identity`.
+    let versioned: FormatOnly = serde_json::from_slice(&payload)
         .map_err(|e| dir_err(dir, format!("identity file undecodable: {e}")))?;
-    if id.format != IDENTITY_FORMAT {
+    if versioned.format != IDENTITY_FORMAT {
         return Err(ServerError::Format(format!(
             "data directory {} has format version {}; this binary understands version {IDENTITY_FORMAT}. Run a matching trove release; the directory was left untouched",
             dir.display(),
-            id.format
+            versioned.format
         )));
     }
+    let id: Identity = serde_json::from_slice(&payload)
+        .map_err(|e| dir_err(dir, format!("identity file undecodable: {e}")))?;
     Ok(Some(id))
 }
 

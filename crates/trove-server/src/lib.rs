@@ -3,19 +3,24 @@
 //!
 //! Entry point: [`run`]. Data directory layout:
 //! `identity` (cluster id, node id, incarnation), `raft/` (log + vote),
-//! `state/` (sled), `chunks/` (content-addressed chunk files), `snapshots/`.
+//! `state/` (sled), `chunks/` (content-addressed chunk files), `snapshots/`, and
+//! `backups/` (temporary exports while a backup streams; removed at start-up).
 
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod error;
+pub mod formats;
 pub mod identity;
 pub mod node;
+pub mod restore;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::watch::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -72,7 +77,10 @@ async fn fetch_cluster_id(join: &str) -> Result<String, ServerError> {
         .await
         .map_err(|e| ServerError::Join(format!("cannot reach {join}: {e}")))?;
     let st = ClusterClient::new(ch)
-        .status(StatusRequest { local: true })
+        .status(StatusRequest {
+            local: true,
+            include_digest: false,
+        })
         .await
         .map_err(|e| ServerError::Join(format!("{join} did not answer status: {}", e.message())))?;
     Ok(st.into_inner().cluster_id)
@@ -147,8 +155,9 @@ pub async fn run(
 
     let dir = config.data_dir.clone();
     let raft_dir = dir.join("raft");
-    // Storage first (a format this binary does not understand stops here, untouched),
-    // then the identity of a brand-new directory.
+    // Every format version in the directory is checked, read-only, before anything is
+    // written: a format this binary does not understand stops here, untouched.
+    formats::check_formats(&dir)?;
     let is_new = identity::load(&dir)?.is_none();
     if is_new {
         identity::create(&dir, &ident)?;
@@ -159,12 +168,13 @@ pub async fn run(
         Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
     let sm =
         StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
+    backup::remove_leftovers(&dir)?;
 
     let me = PeerIdentity {
         cluster_id: ident.cluster_id.clone(),
         node_id: config.node_id,
     };
-    let network = Network::new(me.clone());
+    let network = Network::new(me.clone(), config.peer_source_ip);
     let t = &config.tuning;
     let raft_cfg = trove_raft::raft_config(
         t.heartbeat_ms,
@@ -387,9 +397,17 @@ async fn background(
     let mut last_expire = tokio::time::Instant::now();
     let expire_every = Duration::from_millis(node.config.tuning.expire_interval_ms);
     let mut serving: Option<bool> = None;
+    // React to Raft changes (a leader appearing flips health to SERVING at once), and
+    // tick for the periodic duties.
+    let mut raft_changes = node.raft.metrics();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            r = raft_changes.changed() => {
+                if r.is_err() {
+                    return Ok(()); // Raft has shut down.
+                }
+            }
             _ = stop.changed() => return Ok(()),
         }
         let m = node.metrics();

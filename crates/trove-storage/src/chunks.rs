@@ -67,6 +67,15 @@ pub fn parse_hash(name: &str) -> Option<Sha256Digest> {
 }
 
 impl ChunkStore {
+    /// Checks, without modifying anything, that `dir` (if it exists) holds a chunk store
+    /// of a format this binary understands (`UnsupportedVersion` otherwise).
+    pub fn check_format(dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the chunk store in `dir`. Refuses an unknown format
     /// version without modifying anything; removes temp files left by a crash.
     pub fn open(dir: &Path) -> Result<ChunkStore> {

@@ -53,6 +53,9 @@ use bytes::Bytes;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{create_dir_durable, sync_dir};
 
+mod check;
+pub use check::{LogInspection, inspect_log_dir};
+
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TRVLOG\0\0";
 /// The segment format version this binary writes and reads.

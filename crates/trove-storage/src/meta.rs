@@ -106,45 +106,16 @@ impl MetaFile {
         }
         let mut bytes = vec![0u8; FILE_BYTES];
         file.read_exact_at(&mut bytes, 0).map_err(io)?;
-        // Both slots are parsed (and their versions checked) before anything is chosen.
-        let slots = [
-            parse_slot(path, &bytes[..META_SLOT_BYTES])?,
-            parse_slot(path, &bytes[META_SLOT_BYTES..])?,
-        ];
-        let mut newest: Option<(Copy, Vec<u8>)> = None;
-        let mut problems = Vec::new();
-        for (slot, parsed) in slots.into_iter().enumerate() {
-            match parsed {
-                Slot::Empty => {}
-                Slot::Invalid(why) => problems.push(format!("slot {slot}: {why}")),
-                Slot::Valid { seq, payload } => match &newest {
-                    Some((other, _)) if other.seq == seq => {
-                        return Err(StorageError::corrupt(
-                            path,
-                            format!("both slots hold sequence number {seq}"),
-                        ));
-                    }
-                    Some((other, _)) if other.seq > seq => {}
-                    _ => newest = Some((Copy { slot, seq }, payload)),
-                },
-            }
-        }
-        let Some((copy, payload)) = newest else {
-            if problems.is_empty() {
-                // All zero: created but never written.
-                let meta = MetaFile {
-                    path: path.to_path_buf(),
-                    file,
-                    newest: None,
-                    durable: None,
-                    failed: false,
-                };
-                return Ok((meta, None));
-            }
-            return Err(StorageError::corrupt(
-                path,
-                format!("no valid slot: {}", problems.join("; ")),
-            ));
+        let Some((copy, payload, problems)) = newest_slot(path, &bytes)? else {
+            // All zero: created but never written.
+            let meta = MetaFile {
+                path: path.to_path_buf(),
+                file,
+                newest: None,
+                durable: None,
+                failed: false,
+            };
+            return Ok((meta, None));
         };
         for problem in &problems {
             // Normal after a crash during an unsynced or in-flight write.
@@ -161,6 +132,24 @@ impl MetaFile {
             failed: false,
         };
         Ok((meta, Some(payload)))
+    }
+
+    /// Reads the newest payload of an existing meta file without modifying anything
+    /// (no creation, no sync): for start-up checks that must leave a directory a binary
+    /// does not understand untouched. Same checks and errors as [`MetaFile::open`].
+    pub fn read(path: &Path) -> Result<Option<Vec<u8>>> {
+        let io = |e| StorageError::io(path, e);
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len != FILE_BYTES as u64 {
+            return Err(StorageError::corrupt(
+                path,
+                format!("meta file is {len} bytes, expected {FILE_BYTES}"),
+            ));
+        }
+        let mut bytes = vec![0u8; FILE_BYTES];
+        file.read_exact_at(&mut bytes, 0).map_err(io)?;
+        Ok(newest_slot(path, &bytes)?.map(|(_, payload, _)| payload))
     }
 
     /// Writes `payload` (at most [`MAX_META_PAYLOAD`] bytes) as the new newest copy; if
@@ -201,6 +190,45 @@ impl MetaFile {
             self.durable = self.newest;
         }
         Ok(())
+    }
+}
+
+/// The newest valid slot of a whole file's bytes and the problems of the other slot;
+/// `None` if both slots are empty. Both slots' versions are checked before anything is
+/// chosen; a file with no valid slot that is not all zero is `Corrupt`.
+/// The newest valid copy, its payload, and the problems found in the other slot.
+type Newest = (Copy, Vec<u8>, Vec<String>);
+
+fn newest_slot(path: &Path, bytes: &[u8]) -> Result<Option<Newest>> {
+    let slots = [
+        parse_slot(path, &bytes[..META_SLOT_BYTES])?,
+        parse_slot(path, &bytes[META_SLOT_BYTES..])?,
+    ];
+    let mut newest: Option<(Copy, Vec<u8>)> = None;
+    let mut problems = Vec::new();
+    for (slot, parsed) in slots.into_iter().enumerate() {
+        match parsed {
+            Slot::Empty => {}
+            Slot::Invalid(why) => problems.push(format!("slot {slot}: {why}")),
+            Slot::Valid { seq, payload } => match &newest {
+                Some((other, _)) if other.seq == seq => {
+                    return Err(StorageError::corrupt(
+                        path,
+                        format!("both slots hold sequence number {seq}"),
+                    ));
+                }
+                Some((other, _)) if other.seq > seq => {}
+                _ => newest = Some((Copy { slot, seq }, payload)),
+            },
+        }
+    }
+    match newest {
+        Some((copy, payload)) => Ok(Some((copy, payload, problems))),
+        None if problems.is_empty() => Ok(None),
+        None => Err(StorageError::corrupt(
+            path,
+            format!("no valid slot: {}", problems.join("; ")),
+        )),
     }
 }
 
@@ -417,7 +445,36 @@ mod tests {
             Err(other) => panic!("expected UnsupportedVersion, got {other}"),
             Ok(_) => panic!("an unknown version was opened"),
         }
+        assert!(matches!(
+            MetaFile::read(&path),
+            Err(StorageError::UnsupportedVersion { found: 9, .. })
+        ));
         assert_eq!(fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn read_only_reader_agrees_with_open_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta");
+        assert!(matches!(
+            MetaFile::read(&path),
+            Err(StorageError::Io { .. })
+        ));
+        assert!(!path.exists(), "read must not create the file");
+        let (mut meta, _) = MetaFile::open(&path).unwrap();
+        assert_eq!(MetaFile::read(&path).unwrap(), None);
+        meta.write(b"one", true).unwrap();
+        meta.write(b"two", true).unwrap();
+        drop(meta);
+        damage_slot(&path, 1);
+        let before = fs::read(&path).unwrap();
+        assert_eq!(MetaFile::read(&path).unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(fs::read(&path).unwrap(), before);
+        damage_slot(&path, 0);
+        assert!(matches!(
+            MetaFile::read(&path),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use trove_types::Sha256Digest;
 
 use crate::chunks::read_verified_file;
 use crate::error::{Result, StorageError};
@@ -324,6 +325,51 @@ pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
         chunks,
         bytes: state_bytes + chunk_bytes,
     })
+}
+
+/// Checks `state.bin`'s header only, reading 12 bytes and modifying nothing: a snapshot
+/// written by a newer format is `UnsupportedVersion`. A missing, short or foreign file is
+/// not an error here (it is an invalid snapshot, which [`verify_snapshot`] reports).
+pub fn check_version(dir: &Path) -> Result<()> {
+    let path = dir.join(STATE_FILE);
+    let mut header = [0u8; HEADER_LEN as usize];
+    let read = File::open(&path).and_then(|mut f| f.read_exact(&mut header));
+    match read {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(StorageError::io(&path, e)),
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&header[8..]);
+    let found = u32::from_be_bytes(version);
+    if &header[..8] == MAGIC && found != VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            path,
+            found,
+            supported: VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Reads and verifies a snapshot's `state.bin` alone (every frame, the trailer, every
+/// value's format), calling `on_chunk` with the hash of every chunk the state refers to,
+/// in ascending order. Returns (raft meta, entry count). For checking a snapshot whose
+/// chunk files are not (all) on disk, such as a backup being verified as it streams.
+pub fn scan_state_file(
+    dir: &Path,
+    mut on_chunk: impl FnMut(&Sha256Digest) -> Result<()>,
+) -> Result<(Vec<u8>, u64)> {
+    let (raft_meta, entries, _) = read_state_file(dir, |key, _| match refcount_hash(key) {
+        Some(hash) => on_chunk(&hash),
+        None => Ok(()),
+    })?;
+    Ok((raft_meta, entries))
 }
 
 /// `<dir>.tmp`: where a snapshot is built before it is renamed into place.

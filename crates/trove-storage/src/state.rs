@@ -127,6 +127,16 @@ pub(crate) fn tree_name(generation: u64) -> String {
 }
 
 impl StateStore {
+    /// Checks, without modifying anything, that `dir` (if it exists) holds state of a
+    /// format this binary understands (`UnsupportedVersion` otherwise). sled's own files
+    /// are covered by this version: sled writes on open, so it is only opened after.
+    pub fn check_format(dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the state in `dir`. Refuses an unknown format version
     /// without modifying anything; drops a state tree left half-loaded by an interrupted
     /// snapshot install.

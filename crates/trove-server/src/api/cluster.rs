@@ -3,7 +3,8 @@
 //! Membership changes run one at a time (the node's admin lock): concurrent changes can
 //! leave a joint configuration behind. New members join as learners and are promoted
 //! once caught up. Node ids are never reused: the state machine remembers the highest
-//! id that was ever a member.
+//! id that was ever a member. Backups are built by the leader (followers forward the
+//! stream), after a read barrier, see `crate::backup`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,14 +15,19 @@ use tonic::{Request, Response, Status};
 use trove_proto::v1::cluster_client::ClusterClient;
 use trove_proto::v1::cluster_server::Cluster;
 use trove_proto::v1::{
-    AddNodeRequest, AddNodeResponse, MemberStatus, RemoveNodeRequest, RemoveNodeResponse,
-    StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+    AddNodeRequest, AddNodeResponse, BackupMessage, BackupRequest, MemberStatus, RemoveNodeRequest,
+    RemoveNodeResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use trove_raft::TroveNode;
 use trove_types::TroveError;
 
 use super::status;
 use crate::node::{Node, NodeRef, Route};
+
+/// A backup stream, built here or forwarded from the leader.
+type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<BackupMessage, Status>> + Send>>;
 
 /// The cluster service.
 pub struct ClusterService {
@@ -116,7 +122,36 @@ pub fn local_status(node: &Node) -> StatusResponse {
         applied_index: applied,
         members,
         max_node_id,
+        state_digest: String::new(),
     }
+}
+
+/// Adds the state digest to `st` (this node's view), with `applied_index` set to the
+/// index the digest covers: the state is hashed between two reads of the applied index,
+/// and retried if an entry was applied meanwhile.
+fn add_state_digest(node: &Node, st: &mut StatusResponse) -> Result<(), TroveError> {
+    let applied = || -> Result<u64, TroveError> {
+        let meta = node
+            .sm
+            .raft_meta()
+            .map_err(|e| TroveError::internal(e.to_string()))?;
+        Ok(meta.last_applied.map(|l| l.index).unwrap_or(0))
+    };
+    for _ in 0..5 {
+        let before = applied()?;
+        let digest = node
+            .store()
+            .digest()
+            .map_err(|e| TroveError::internal(e.to_string()))?;
+        if applied()? == before {
+            st.applied_index = before;
+            st.state_digest = digest;
+            return Ok(());
+        }
+    }
+    Err(TroveError::unavailable(
+        "entries kept being applied while the state was hashed; retry",
+    ))
 }
 
 /// Records a member's current addresses in the membership (leader only).
@@ -237,6 +272,18 @@ impl Cluster for ClusterService {
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        if req.get_ref().include_digest {
+            // Always this node's own state: never forwarded.
+            let node = self.node.clone();
+            let st = tokio::task::spawn_blocking(move || {
+                let mut st = local_status(&node);
+                add_state_digest(&node, &mut st).map(|()| st)
+            })
+            .await
+            .map_err(|e| status(TroveError::internal(e.to_string())))?
+            .map_err(status)?;
+            return Ok(Response::new(st));
+        }
         if !req.get_ref().local
             && let Ok(Route::Forward(addr)) = self.node.route(req.metadata())
         {
@@ -345,6 +392,29 @@ impl Cluster for ClusterService {
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+            }
+        }
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(&self, req: Request<BackupRequest>) -> Result<Response<BackupStream>, Status> {
+        match self.node.route(req.metadata()).map_err(status)? {
+            Route::Forward(addr) => {
+                let resp = self
+                    .node
+                    .forward(&addr, req.into_inner(), |ch, r| async move {
+                        client(ch).backup(r).await
+                    })
+                    .await?;
+                let s: BackupStream = Box::pin(resp.into_inner());
+                Ok(Response::new(s))
+            }
+            Route::Local => {
+                // Everything acknowledged before this request is applied here first.
+                self.node.linearizable_barrier().await.map_err(status)?;
+                let s: BackupStream = Box::pin(crate::backup::start(self.node.clone()));
+                Ok(Response::new(s))
             }
         }
     }

@@ -614,3 +614,39 @@ fn frozen_version_1_bytes_still_read() {
     encode_record(&mut expected_rec, 11, &payload(11));
     assert_eq!(&written[seg.len()..], &expected_rec[..]);
 }
+
+#[test]
+fn inspection_is_read_only_refuses_new_versions_and_finds_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    assert_eq!(inspect_log_dir(&log_dir).unwrap(), LogInspection::default());
+    assert!(
+        !log_dir.exists(),
+        "inspection must not create the directory"
+    );
+    {
+        let (log, _) = SegmentLog::open(&log_dir, LogOptions::default()).unwrap();
+        log.append((1..=5u64).map(|i| (i, Bytes::from(vec![i as u8; 10 * i as usize]))))
+            .unwrap();
+        log.sync().unwrap();
+    }
+    let seg = log_dir.join(segment_file_name(1));
+    // A torn tail after the last record: the last complete record is still found.
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[7u8; 9]);
+    fs::write(&seg, &bytes).unwrap();
+    let found = inspect_log_dir(&log_dir).unwrap();
+    assert_eq!(found.segments, 1);
+    assert_eq!(found.last_payload, Some(vec![5u8; 50]));
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "untouched");
+
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..20]);
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        inspect_log_dir(&log_dir),
+        Err(StorageError::UnsupportedVersion { found: 2, .. })
+    ));
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "untouched");
+}

@@ -319,3 +319,38 @@ fn open_drops_trees_left_by_interrupted_installs() {
     assert_eq!(store.digest().unwrap(), digest);
     assert_eq!(store.get_record("stale").unwrap(), None);
 }
+
+#[test]
+fn scan_reports_chunk_refs_in_order_and_check_version_reads_only_the_header() {
+    let (a, _) = populated(13);
+    let dir = a.tmp.path().join("snap-scan");
+    let info = a.store.export_snapshot(&dir, b"meta").unwrap();
+    let mut refs = Vec::new();
+    let (meta, entries) = scan_state_file(&dir, |h| {
+        refs.push(*h);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((meta.as_slice(), entries), (&b"meta"[..], info.entries));
+    assert_eq!(refs.len() as u64, info.chunks);
+    assert!(refs.windows(2).all(|w| w[0] < w[1]), "ascending hashes");
+    // The scan needs no chunk file.
+    fs::remove_dir_all(dir.join(CHUNKS_DIR)).unwrap();
+    assert!(scan_state_file(&dir, |_| Ok(())).is_ok());
+
+    check_version(&dir).unwrap();
+    check_version(&a.tmp.path().join("no-such-snapshot")).unwrap();
+    let path = dir.join(STATE_FILE);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_be_bytes());
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        check_version(&dir),
+        Err(StorageError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            ..
+        })
+    ));
+    assert_eq!(fs::read(&path).unwrap(), bytes, "untouched");
+}
