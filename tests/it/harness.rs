@@ -215,6 +215,9 @@ pub struct Cluster {
     root: Option<tempfile::TempDir>,
     root_path: PathBuf,
     nodes: BTreeMap<u64, Node>,
+    /// Data directories chosen by the test (see [`Cluster::start_on`]); other nodes
+    /// keep theirs under the cluster's temp directory.
+    data_dirs: BTreeMap<u64, PathBuf>,
 }
 
 impl Cluster {
@@ -225,6 +228,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `trove server` flags for every node.
     pub async fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_on(n, extra_args, BTreeMap::new()).await
+    }
+
+    /// Like [`Cluster::start_with`], with node `id`'s data directory at `data_dirs[id]`
+    /// (for example on a filesystem of its own) where given. Such a directory must not
+    /// exist yet or be empty; a failed start attempt empties it again.
+    pub async fn start_on(
+        n: u64,
+        extra_args: &[&str],
+        data_dirs: BTreeMap<u64, PathBuf>,
+    ) -> Cluster {
         let bin = trove_bin();
         // A freshly allocated port can be taken by someone else before the server binds it;
         // then the node exits at start-up and we try again with new ports.
@@ -239,7 +253,14 @@ impl Cluster {
                 root: Some(root),
                 root_path,
                 nodes: BTreeMap::new(),
+                data_dirs: data_dirs.clone(),
             };
+            for dir in data_dirs.values() {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)
+                        .unwrap_or_else(|e| panic!("empty {}: {e}", dir.display()));
+                }
+            }
             let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
             let initial = (1..=n)
                 .zip(&ports)
@@ -274,7 +295,11 @@ impl Cluster {
     }
 
     fn new_node(&self, id: u64, client_port: u16, peer_port: u16) -> Node {
-        let data_dir = self.root_path.join(format!("node-{id}"));
+        let data_dir = self
+            .data_dirs
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.root_path.join(format!("node-{id}")));
         let client_addr = format!("127.0.0.1:{client_port}");
         let peer_addr = format!("127.0.0.1:{peer_port}");
         let args = vec![
@@ -498,6 +523,28 @@ impl Cluster {
         for n in self.nodes.values_mut() {
             n.kill9();
         }
+    }
+
+    /// Stops node `id` cleanly (SIGTERM, SIGKILL after 10 s), as an operator would.
+    pub fn stop(&mut self, id: u64) {
+        eprintln!("harness: stop (SIGTERM) node {id}");
+        self.node_mut(id).stop(Duration::from_secs(10));
+    }
+
+    /// Freezes node `id` (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&mut self, id: u64, sig: nix::sys::signal::Signal) {
+        eprintln!("harness: {sig:?} node {id}");
+        let pid = self.node_mut(id).pid().expect("node is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
     }
 
     /// Restarts node `id` with the same arguments and data directory; waits until it
@@ -726,6 +773,7 @@ impl Cluster {
                 root: Some(root),
                 root_path,
                 nodes: BTreeMap::new(),
+                data_dirs: BTreeMap::new(),
             };
             let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
             let initial = (1..=n)

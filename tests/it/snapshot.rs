@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use trove_client::Consistency;
 
 use crate::data::test_seed;
-use crate::harness::{Cluster, deadline};
+use crate::harness::{Cluster, deadline, poll_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_by_snapshot() {
@@ -22,6 +22,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
             .into_iter()
             .find(|i| *i != leader)
             .expect("a follower");
+        let follower_applied = cluster.status_of(follower).await.expect("status").applied_index;
         cluster.kill9(follower);
 
         let c = cluster.client();
@@ -49,6 +50,27 @@ async fn lagging_follower_catches_up_by_snapshot() {
             revisions.push(rev);
         }
         let last = *revisions.last().expect("writes");
+
+        // The leader purges its log only between replication attempts to the dead
+        // follower (openraft keeps entries an in-flight AppendEntries may still read), so
+        // wait until the entries the follower lacks are gone: from here on only a
+        // snapshot can bring it up to date.
+        poll_until(
+            Duration::from_secs(60),
+            "the leader to purge the log entries the stopped follower lacks",
+            async || {
+                let st = cluster.status_of(leader).await?;
+                if st.purged_index > follower_applied {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "leader purged up to {} (snapshot {}), follower stopped at {follower_applied}",
+                        st.purged_index, st.snapshot_index
+                    ))
+                }
+            },
+        )
+        .await;
 
         cluster.restart(follower).await;
         cluster

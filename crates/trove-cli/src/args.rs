@@ -92,6 +92,40 @@ pub enum Command {
     /// Seeded chaos test: a local cluster under load while nodes are killed, paused,
     /// partitioned and replaced; checks that no acknowledged write was lost.
     Chaos(crate::chaos::ChaosArgs),
+    /// Ask one node's gRPC health service whether it is serving (exit 0) or not (exit 1).
+    ///
+    /// For container healthchecks and scripts: a node serves once it knows a leader.
+    Health(HealthArgs),
+    /// Node configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+/// `trove health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The node's client address.
+    #[arg(
+        long,
+        env = "TROVE_HEALTH_ENDPOINT",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:7001"
+    )]
+    pub endpoint: String,
+    /// The gRPC service to ask about ("" = the whole node).
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+/// Config commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the settings `trove server` would run with, as a TOML config file: flags
+    /// over TROVE_* variables over the --config file over defaults.
+    ///
+    /// Takes the same flags as `trove server`. Settings that are required but missing
+    /// are named on stderr (exit 0 all the same).
+    Print(ServerArgs),
 }
 
 const BACKUP_HELP: &str = "\
@@ -157,9 +191,14 @@ pub enum BackupCmd {
 #[derive(Debug, Args)]
 #[command(after_long_help = SERVER_HELP)]
 pub struct ServerArgs {
-    /// This node's id, at least 1; never reuse the id of a removed node. [required]
+    /// This node's id, at least 1; never reuse the id of a removed node. [required,
+    /// unless --id-from-hostname]
     #[arg(long, env = "TROVE_ID")]
     pub id: Option<u64>,
+    /// Take the id from the host name's trailing number plus one, for a Kubernetes
+    /// StatefulSet (pod trove-0 is node 1, trove-2 node 3); --id wins if given.
+    #[arg(long, env = "TROVE_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
     /// Data directory (created if absent). It holds the node's identity; a node refuses a
     /// directory that belongs to another node or cluster. [required]
     #[arg(long, env = "TROVE_DATA_DIR")]
@@ -205,11 +244,19 @@ pub struct ServerArgs {
     /// harness uses it to tell nodes apart in its fault proxy [default: chosen by the OS].
     #[arg(long, env = "TROVE_PEER_SOURCE_IP", value_name = "IP")]
     pub peer_source_ip: Option<std::net::IpAddr>,
-    /// Log format on stderr (the level comes from RUST_LOG, default info) [default: text].
+    /// Address for the admin HTTP port: /metrics (Prometheus), /livez, /readyz,
+    /// /api/status and a status page at / [default: off].
+    #[arg(long, env = "TROVE_LISTEN_ADMIN", value_name = "HOST:PORT")]
+    pub listen_admin: Option<String>,
+    /// Log format on stderr; json gives one object per line [default: text].
     #[arg(long, env = "TROVE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Read settings from this file: `key = value` lines named like the flags
-    /// (e.g. `data-dir = "/var/lib/trove"`).
+    /// What to log, in RUST_LOG syntax, e.g. `info,trove_raft=debug` [default: RUST_LOG,
+    /// else info].
+    #[arg(long, env = "TROVE_LOG_FILTER", value_name = "FILTER")]
+    pub log_filter: Option<String>,
+    /// Read settings from this TOML file: keys named like the flags
+    /// (e.g. `data-dir = "/var/lib/trove"`); see `trove config print`.
     #[arg(long, env = "TROVE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -224,25 +271,33 @@ Examples:
   trove server --id 4 --data-dir /var/lib/trove --listen-client 0.0.0.0:7001 \\
       --listen-peer 0.0.0.0:7101 --advertise-client n4:7001 --advertise-peer n4:7101 --join n1:7001
 
-Config file example (trove.toml):
+Config file example (trove.toml; `trove config print --config trove.toml` shows the
+merged settings):
   id = 1
   data-dir = \"/var/lib/trove\"
   listen-client = \"0.0.0.0:7001\"
   listen-peer = \"0.0.0.0:7101\"
-  initial-cluster = \"1=n1:7101,2=n2:7101,3=n3:7101\"
+  listen-admin = \"0.0.0.0:7400\"
+  initial-cluster = [\"1=n1:7101\", \"2=n2:7101\", \"3=n3:7101\"]
+  log-format = \"json\"
+  log-filter = \"info,trove_raft=debug\"
+
+Precedence: flags, then TROVE_* variables, then the file, then defaults.
 
 The node exits with status 1 and a one-line reason for an unusable data directory, an
 identity mismatch, a data format it does not understand, or a port in use. SIGINT and
 SIGTERM stop it cleanly.";
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// Starts N nodes on 127.0.0.1 (node i: client port BASE+i, peer port BASE+100+i, data in
+/// Starts N nodes on 127.0.0.1 (node i: client port BASE+i, peer port BASE+100+i, admin
+/// HTTP port with the status page BASE+400+i, data in
 /// DATA-DIR/node<i>, log in DATA-DIR/node<i>.log), waits for a leader, runs a short demo,
 /// and stops the nodes on Ctrl-C. Running it again reuses the data.
 #[derive(Debug, Args)]
@@ -253,7 +308,7 @@ pub struct DevArgs {
     /// Directory for the nodes' data and logs.
     #[arg(long, default_value = "./trove-data")]
     pub data_dir: PathBuf,
-    /// Node i listens on BASE+i (client) and BASE+100+i (peer).
+    /// Node i listens on BASE+i (client), BASE+100+i (peer) and BASE+400+i (admin HTTP).
     #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u16).range(1..=65000))]
     pub base_port: u16,
     /// Skip the demo (a record, a bucket and a 3 MiB object written and read back).

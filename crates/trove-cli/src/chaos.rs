@@ -27,7 +27,8 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub nodes: u64,
     /// Fault kinds, comma-separated: kill, pause, partition, asym, flap, delay, reset,
-    /// restart-all, membership, or all.
+    /// restart-all, membership, wipe (a lost volume), rollback (a volume replaced by an
+    /// older copy of itself), or all.
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub faults: String,
     /// Concurrent clients.

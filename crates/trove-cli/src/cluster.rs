@@ -103,6 +103,10 @@ pub fn status_json(st: &ClusterStatus) -> Value {
         "node_id": st.node_id,
         "commit_index": st.commit_index,
         "applied_index": st.applied_index,
+        "recovering": st.recovering,
+        "recovery": st.recovery,
+        "snapshot_index": st.snapshot_index,
+        "purged_index": st.purged_index,
         "members": st.members.iter().map(|m| json!({
             "id": m.id,
             "client_addr": m.client_addr,
@@ -121,8 +125,8 @@ fn status_text(st: &ClusterStatus) -> String {
         None => "NO LEADER (election in progress or no quorum)".to_string(),
     };
     let head = format!(
-        "cluster {}  {leader}  term {}  commit {}  applied {}  (answered by node {})",
-        st.cluster_id, st.term, st.commit_index, st.applied_index, st.node_id
+        "cluster {}  {leader}  term {}  commit {}  applied {}  snapshot {}  (answered by node {})",
+        st.cluster_id, st.term, st.commit_index, st.applied_index, st.snapshot_index, st.node_id
     );
     let rows: Vec<Vec<String>> = st
         .members
@@ -151,7 +155,14 @@ fn status_text(st: &ClusterStatus) -> String {
         ],
         &rows,
     );
-    format!("{head}\n{t}")
+    if st.recovering {
+        format!(
+            "{head}\nnode {} is RECOVERING and does not vote yet: {}\n{t}",
+            st.node_id, st.recovery
+        )
+    } else {
+        format!("{head}\n{t}")
+    }
 }
 
 #[cfg(test)]
@@ -178,6 +189,10 @@ mod tests {
                 matched_index: None,
             }],
             max_node_id: 3,
+            recovering: false,
+            recovery: String::new(),
+            snapshot_index: 0,
+            purged_index: 0,
         };
         let v = status_json(&st);
         assert_eq!(v["leader"], Value::Null);

@@ -24,6 +24,11 @@ const LOG_TAIL_LINES: usize = 15;
 /// Size of the demo object: a bit over three chunks, so the last chunk is short.
 const DEMO_OBJECT_BYTES: usize = 3 * 1024 * 1024 + 4321;
 
+/// Node `id`'s admin HTTP address (metrics, health, status page): BASE+400+id.
+fn admin_addr(base: u64, id: u64) -> String {
+    format!("127.0.0.1:{}", base + 400 + id)
+}
+
 /// One node of the dev cluster.
 struct DevNode {
     id: u64,
@@ -47,8 +52,8 @@ impl DevNode {
 pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
     let base = u64::from(args.base_port);
     ensure!(
-        base + 100 + args.nodes <= 65535,
-        "--base-port {base} is too high for {} nodes (peer ports are BASE+100+i)",
+        base + 400 + args.nodes <= 65535,
+        "--base-port {base} is too high for {} nodes (admin ports are BASE+400+i)",
         args.nodes
     );
     std::fs::create_dir_all(&args.data_dir)
@@ -61,7 +66,7 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
         .join(",");
 
     let ports: Vec<u64> = (1..=args.nodes)
-        .flat_map(|i| [base + i, base + 100 + i])
+        .flat_map(|i| [base + i, base + 100 + i, base + 400 + i])
         .collect();
     check_ports_free(&ports)?;
     println!(
@@ -88,10 +93,11 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
     }
     for n in &nodes {
         println!(
-            "  node {}  client {}  peer {}  pid {}  log {}",
+            "  node {}  client {}  peer {}  status page http://{}/  pid {}  log {}",
             n.id,
             n.client_addr,
             n.peer_addr,
+            admin_addr(base, n.id),
             n.child.id().map_or_else(|| "?".into(), |p| p.to_string()),
             n.log_path.display()
         );
@@ -164,6 +170,8 @@ fn spawn_node(
         .arg(&peer_addr)
         .arg("--initial-cluster")
         .arg(initial_cluster)
+        .arg("--listen-admin")
+        .arg(admin_addr(base, id))
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("duplicating the log handle")?)
         .stderr(log)

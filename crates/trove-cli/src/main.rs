@@ -9,6 +9,7 @@ mod backup;
 mod chaos;
 mod cluster;
 mod dev;
+mod health;
 mod objects;
 mod output;
 mod records;
@@ -63,6 +64,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Object(c) => objects::run_object(&client_ctx(&cli.global), c).await,
         Command::Cluster(c) => cluster::run(&client_ctx(&cli.global), c).await,
         Command::Backup(c) => backup::run(&cli.global, c).await,
+        Command::Health(a) => {
+            init_logging("warn", LogFormat::Text);
+            // A healthcheck must answer quickly: at most 5 s unless --timeout is lower.
+            health::run(a, cli.global.timeout.min(std::time::Duration::from_secs(5))).await
+        }
+        Command::Config(args::ConfigCmd::Print(a)) => server::print_config(a),
         Command::Chaos(a) => {
             init_logging("warn,trove_testkit=info", LogFormat::Text);
             match chaos::run(a).await? {
@@ -92,17 +99,35 @@ fn client_ctx(g: &GlobalArgs) -> Ctx {
 
 /// Logs to stderr; the level comes from `RUST_LOG` (else `default_level`).
 pub fn init_logging(default_level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| tracing_subscriber::EnvFilter::try_new(f).is_ok())
+        .unwrap_or_else(|| default_level.to_string());
+    let _ = init_logging_filter(&filter, format);
+}
+
+/// Logs to stderr what `filter` (RUST_LOG syntax) selects, as text or JSON lines, and
+/// keeps recent warnings and errors for the admin status page. Errs on a bad filter.
+pub fn init_logging_filter(filter: &str, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
     // Colour only for a person at a terminal, never in a log file.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    // Errors only if a subscriber is already set, which then stays in charge.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
+    // Errors only if a subscriber is already set, which then stays in charge.
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(
+            trove_server::telemetry::RecentErrorsLayer
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
+        .try_init();
+    Ok(())
 }

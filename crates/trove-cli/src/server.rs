@@ -1,54 +1,275 @@
-//! `trove server`: merges flags, `TROVE_*` variables and the `--config` file (in that
-//! order of precedence) into a `ServerConfig`, sets up logging, and runs the node until
-//! SIGINT or SIGTERM.
+//! `trove server` and `trove config print`: merges flags, `TROVE_*` variables, the
+//! `--config` TOML file and defaults (in that order of precedence) into a
+//! `ServerConfig`, sets up logging, and runs the node until SIGINT or SIGTERM.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 use clap::CommandFactory;
 use clap::error::ErrorKind;
+use serde::{Deserialize, Serialize};
 
 use crate::args::{Cli, LogFormat, ServerArgs};
 
 /// Runs a node; returns its one-line failure reason as the error.
 pub async fn run(mut args: ServerArgs) -> Result<()> {
-    if let Some(path) = args.config.clone() {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| {
-                usage(
-                    ErrorKind::Io,
-                    format!("cannot read --config {}: {e}", path.display()),
-                )
-            })
-            .unwrap_or_else(|e| e.exit());
-        apply_config_file(&mut args, &text)
-            .map_err(|e| {
-                usage(
-                    ErrorKind::InvalidValue,
-                    format!("--config {}: {e}", path.display()),
-                )
-            })
-            .unwrap_or_else(|e| e.exit());
-    }
+    load_config_file(&mut args, "server");
     let log_format = args.log_format.unwrap_or(LogFormat::Text);
+    let log_filter = log_filter(&args);
     let config = build_config(args).unwrap_or_else(|e| e.exit());
-    crate::init_logging("info", log_format);
+    if let Err(e) = crate::init_logging_filter(&log_filter, log_format) {
+        usage(ErrorKind::ValueValidation, format!("--log-filter: {e}")).exit();
+    }
     trove_server::run(config, crate::signals::shutdown())
         .await
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// `trove config print`: the merged settings as a TOML file on stdout.
+pub fn print_config(mut args: ServerArgs) -> Result<()> {
+    load_config_file(&mut args, "config print");
+    let effective = effective(&args);
+    let text = toml::to_string(&effective).map_err(|e| anyhow!("cannot print: {e}"))?;
+    print!("{text}");
+    if let Err(e) = build_config(args) {
+        // Incomplete or invalid: say so, but still show what was merged.
+        eprintln!(
+            "note: {}",
+            e.to_string().trim_start_matches("error: ").trim()
+        );
+    }
+    Ok(())
+}
+
+/// Reads `--config` (if given) into the settings not given as flags or variables; a
+/// file that cannot be read or parsed is a usage error (exit 2).
+fn load_config_file(args: &mut ServerArgs, sub: &str) {
+    let Some(path) = args.config.clone() else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        usage_in(
+            sub,
+            ErrorKind::Io,
+            format!("cannot read --config {}: {e}", path.display()),
+        )
+        .exit()
+    });
+    let file = parse_config_file(&text).unwrap_or_else(|e| {
+        usage_in(
+            sub,
+            ErrorKind::InvalidValue,
+            format!("--config {}: {e}", path.display()),
+        )
+        .exit()
+    });
+    merge_file(args, file);
+}
+
+/// The log filter: --log-filter / TROVE_LOG_FILTER / the file, else RUST_LOG, else info.
+fn log_filter(a: &ServerArgs) -> String {
+    a.log_filter
+        .clone()
+        .or_else(|| {
+            std::env::var("RUST_LOG")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "info".into())
+}
+
+/// This machine's host name (the pod name in Kubernetes).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+}
+
+/// `trove-2` -> 3: the trailing number (a StatefulSet ordinal) plus one.
+fn id_from_hostname(host: &str) -> Option<u64> {
+    let digits = host.len() - host.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let ordinal: u64 = host[host.len() - digits..].parse().ok()?;
+    ordinal.checked_add(1)
+}
+
+/// The settings of a config file: the flags' names as keys (`data-dir`, or `data_dir`),
+/// optionally under a `[server]` table. Also what `trove config print` prints.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_from_hostname: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_admin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_peer: Option<String>,
+    /// `"1=a:7101,2=b:7101"` or `["1=a:7101", "2=b:7101"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster: Option<MemberList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_source_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every_entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_filter: Option<String>,
+}
+
+/// A member list as one comma-separated string or as an array.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MemberList {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl MemberList {
+    fn joined(self) -> String {
+        match self {
+            MemberList::Text(s) => s,
+            MemberList::List(v) => v.join(","),
+        }
+    }
+}
+
+/// Parses a config file with the `toml` crate; keys may use `_` for `-`, and may sit
+/// under a `[server]` table. Unknown keys and wrong types are errors (with the line).
+pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut flat = toml::Table::new();
+    for (key, value) in table {
+        match (key.as_str(), value) {
+            ("server", toml::Value::Table(inner)) => {
+                for (k, v) in inner {
+                    flat.insert(k.replace('_', "-"), v);
+                }
+            }
+            (_, v) => {
+                flat.insert(key.replace('_', "-"), v);
+            }
+        }
+    }
+    toml::Value::Table(flat)
+        .try_into::<FileSettings>()
+        .map_err(|e| e.to_string().trim().to_string())
+}
+
+/// Fills the settings not given as flags or variables from the file.
+fn merge_file(a: &mut ServerArgs, f: FileSettings) {
+    fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
+        if slot.is_none() {
+            *slot = v;
+        }
+    }
+    fill(&mut a.id, f.id);
+    a.id_from_hostname |= f.id_from_hostname.unwrap_or(false);
+    fill(&mut a.data_dir, f.data_dir);
+    fill(&mut a.listen_client, f.listen_client);
+    fill(&mut a.listen_peer, f.listen_peer);
+    fill(&mut a.listen_admin, f.listen_admin);
+    fill(&mut a.advertise_client, f.advertise_client);
+    fill(&mut a.advertise_peer, f.advertise_peer);
+    fill(
+        &mut a.initial_cluster,
+        f.initial_cluster.map(MemberList::joined),
+    );
+    fill(&mut a.initial_cluster_token, f.initial_cluster_token);
+    fill(&mut a.join, f.join);
+    fill(&mut a.peer_source_ip, f.peer_source_ip);
+    fill(&mut a.snapshot_every_entries, f.snapshot_every_entries);
+    fill(&mut a.log_format, f.log_format);
+    fill(&mut a.log_filter, f.log_filter);
+}
+
+/// The merged settings with defaults filled in, as `trove config print` shows them.
+fn effective(a: &ServerArgs) -> FileSettings {
+    let defaults = trove_server::Tuning::default();
+    FileSettings {
+        id: a.id,
+        id_from_hostname: a.id_from_hostname.then_some(true),
+        data_dir: a.data_dir.clone(),
+        listen_client: a.listen_client.clone(),
+        listen_peer: a.listen_peer.clone(),
+        listen_admin: a.listen_admin.clone(),
+        advertise_client: a.advertise_client.clone(),
+        advertise_peer: a.advertise_peer.clone(),
+        initial_cluster: a.initial_cluster.as_ref().map(|s| {
+            MemberList::List(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect(),
+            )
+        }),
+        initial_cluster_token: Some(
+            a.initial_cluster_token
+                .clone()
+                .unwrap_or_else(|| "trove".into()),
+        ),
+        join: a.join.clone(),
+        peer_source_ip: a.peer_source_ip,
+        snapshot_every_entries: Some(
+            a.snapshot_every_entries
+                .unwrap_or(defaults.snapshot_every_entries),
+        ),
+        log_format: Some(a.log_format.unwrap_or(LogFormat::Text)),
+        log_filter: Some(log_filter(a)),
+    }
+}
+
 /// A clap usage error (exit status 2) in the `server` subcommand's context.
 fn usage(kind: ErrorKind, msg: String) -> clap::Error {
+    usage_in("server", kind, msg)
+}
+
+/// A clap usage error (exit status 2) in subcommand `sub`'s context (`config print`).
+fn usage_in(sub: &str, kind: ErrorKind, msg: String) -> clap::Error {
     let mut cmd = Cli::command();
-    let sub = cmd.find_subcommand_mut("server").cloned();
-    sub.map(|s| s.bin_name("trove server"))
+    let mut names = sub.split(' ');
+    let found = names.next().and_then(|first| {
+        let mut c = cmd.find_subcommand_mut(first)?.clone();
+        for n in names {
+            c = c.find_subcommand_mut(n)?.clone();
+        }
+        Some(c)
+    });
+    found
+        .map(|s| s.bin_name(format!("trove {sub}")))
         .unwrap_or(cmd)
         .error(kind, msg)
 }
 
 /// Checks the merged settings and builds the server's configuration.
-fn build_config(a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error> {
+fn build_config(mut a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error> {
+    if a.id.is_none() && a.id_from_hostname {
+        let host = hostname();
+        a.id = Some(id_from_hostname(&host).ok_or_else(|| {
+            usage(
+                ErrorKind::ValueValidation,
+                format!("--id-from-hostname: host name {host:?} does not end in a number"),
+            )
+        })?);
+    }
     let missing: Vec<&str> = [
         ("--id", a.id.is_none()),
         ("--data-dir", a.data_dir.is_none()),
@@ -97,6 +318,7 @@ fn build_config(a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error
     }
     cfg.join = a.join;
     cfg.peer_source_ip = a.peer_source_ip;
+    cfg.listen_admin = a.listen_admin;
     if let Some(n) = a.snapshot_every_entries {
         if n == 0 {
             return Err(usage(
@@ -107,147 +329,6 @@ fn build_config(a: ServerArgs) -> Result<trove_server::ServerConfig, clap::Error
         cfg.tuning.snapshot_every_entries = n;
     }
     Ok(cfg)
-}
-
-/// Fills the settings not given as flags or variables from a config file of
-/// `key = value` lines (a TOML subset): keys are the flag names (`data-dir` or
-/// `data_dir`), values are quoted strings, integers, bare words, or for
-/// `initial-cluster` also an array of strings; `#` starts a comment; a `[server]`
-/// header is allowed.
-fn apply_config_file(a: &mut ServerArgs, text: &str) -> Result<(), String> {
-    for (n, raw) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let line = strip_comment(raw).trim().to_string();
-        if line.is_empty() || line == "[server]" {
-            continue;
-        }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("line {line_no}: expected key = value"))?;
-        let key = key.trim().replace('_', "-");
-        let value = parse_value(value.trim()).map_err(|e| format!("line {line_no}: {e}"))?;
-        let bad = |what: &str| format!("line {line_no}: {key} must be {what}");
-        match key.as_str() {
-            "id" => {
-                let id = value.parse().map_err(|_| bad("a positive integer"))?;
-                a.id.get_or_insert(id);
-            }
-            "data-dir" => {
-                a.data_dir.get_or_insert(PathBuf::from(value));
-            }
-            "listen-client" => set(&mut a.listen_client, value),
-            "listen-peer" => set(&mut a.listen_peer, value),
-            "advertise-client" => set(&mut a.advertise_client, value),
-            "advertise-peer" => set(&mut a.advertise_peer, value),
-            "initial-cluster" => set(&mut a.initial_cluster, value),
-            "initial-cluster-token" => set(&mut a.initial_cluster_token, value),
-            "join" => set(&mut a.join, value),
-            "peer-source-ip" => {
-                let ip = value.parse().map_err(|_| bad("an IP address"))?;
-                a.peer_source_ip.get_or_insert(ip);
-            }
-            "snapshot-every-entries" => {
-                let n = value.parse().map_err(|_| bad("a positive integer"))?;
-                a.snapshot_every_entries.get_or_insert(n);
-            }
-            "log-format" => {
-                let f = match value.as_str() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    _ => return Err(bad("\"text\" or \"json\"")),
-                };
-                a.log_format.get_or_insert(f);
-            }
-            _ => return Err(format!("line {line_no}: unknown setting {key:?}")),
-        }
-    }
-    Ok(())
-}
-
-fn set(slot: &mut Option<String>, value: String) {
-    slot.get_or_insert(value);
-}
-
-/// The line without a `#` comment that is outside quotes.
-fn strip_comment(line: &str) -> &str {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match (quote, c) {
-            (Some('"'), '\\') if !escaped => {
-                escaped = true;
-                continue;
-            }
-            (Some(q), c) if c == q && !escaped => quote = None,
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') => return &line[..i],
-            _ => {}
-        }
-        escaped = false;
-    }
-    line
-}
-
-/// A value: `"basic \"string\""`, `'literal'`, an array of strings (joined with ','),
-/// or a bare word/number.
-fn parse_value(v: &str) -> Result<String, String> {
-    if let Some(inner) = v.strip_prefix('[') {
-        let inner = inner.strip_suffix(']').ok_or("unterminated array")?;
-        let items: Result<Vec<String>, String> = split_array(inner)
-            .into_iter()
-            .map(|s| parse_value(s.trim()))
-            .collect();
-        return Ok(items?.join(","));
-    }
-    if let Some(inner) = v.strip_prefix('\'') {
-        return inner
-            .strip_suffix('\'')
-            .map(str::to_string)
-            .ok_or_else(|| "unterminated string".to_string());
-    }
-    if let Some(inner) = v.strip_prefix('"') {
-        let inner = inner.strip_suffix('"').ok_or("unterminated string")?;
-        let mut out = String::new();
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('\\') => out.push('\\'),
-                Some('"') => out.push('"'),
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                other => return Err(format!("unsupported escape \\{}", other.unwrap_or(' '))),
-            }
-        }
-        return Ok(out);
-    }
-    if v.is_empty() || v.chars().any(char::is_whitespace) {
-        return Err(format!("bad value {v:?} (quote strings)"));
-    }
-    Ok(v.to_string())
-}
-
-/// Splits the inside of `[..]` at commas outside quotes; empty items are dropped.
-fn split_array(s: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut quote: Option<char> = None;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (None, '"' | '\'') => quote = Some(c),
-            (None, ',') => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
 }
 
 #[cfg(test)]
@@ -264,6 +345,11 @@ mod tests {
         }
     }
 
+    fn apply_config_file(a: &mut ServerArgs, text: &str) -> Result<(), String> {
+        merge_file(a, parse_config_file(text)?);
+        Ok(())
+    }
+
     #[test]
     fn flags_win_over_the_config_file() {
         let mut a = parse(&["--id", "2", "--listen-client", "1.2.3.4:7001"]);
@@ -274,8 +360,10 @@ mod tests {
             data_dir = "/var/lib/trove # not a comment"
             listen-client = "0.0.0.0:1"
             listen-peer = '0.0.0.0:7101'   # trailing comment
+            listen-admin = "0.0.0.0:7400"
             initial-cluster = ["1=a:7101", "2=b:7101"]
-            log-format = json
+            log-format = "json"
+            log-filter = "info,trove_raft=debug"
         "#;
         apply_config_file(&mut a, file).expect("valid file");
         assert_eq!(a.id, Some(2));
@@ -287,10 +375,39 @@ mod tests {
         );
         assert_eq!(a.initial_cluster.as_deref(), Some("1=a:7101,2=b:7101"));
         assert_eq!(a.log_format, Some(LogFormat::Json));
+        assert_eq!(a.log_filter.as_deref(), Some("info,trove_raft=debug"));
         let cfg = build_config(a).expect("complete");
         assert_eq!(cfg.node_id, 2);
         assert_eq!(cfg.initial_cluster.len(), 2);
         assert_eq!(cfg.initial_cluster_token, "trove");
+        assert_eq!(cfg.listen_admin.as_deref(), Some("0.0.0.0:7400"));
+    }
+
+    #[test]
+    fn ids_come_from_statefulset_host_names() {
+        assert_eq!(id_from_hostname("trove-0"), Some(1));
+        assert_eq!(id_from_hostname("trove-12"), Some(13));
+        assert_eq!(id_from_hostname("trove"), None);
+        assert_eq!(id_from_hostname(""), None);
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let mut a = parse(&["--id", "3", "--initial-cluster", "1=a:1,2=b:2,3=c:3"]);
+        apply_config_file(&mut a, "data-dir = \"/d\"\nlisten-client = \"x:1\"\n").expect("valid");
+        let printed = toml::to_string(&effective(&a)).expect("prints");
+        assert!(printed.contains("initial-cluster = ["), "{printed}");
+        assert!(
+            printed.contains("snapshot-every-entries = 1024"),
+            "{printed}"
+        );
+        let back = parse_config_file(&printed).expect("reads back");
+        assert_eq!(back.id, Some(3));
+        assert_eq!(back.data_dir, Some(PathBuf::from("/d")));
+        assert_eq!(
+            back.initial_cluster.map(MemberList::joined).as_deref(),
+            Some("1=a:1,2=b:2,3=c:3")
+        );
     }
 
     #[test]
@@ -298,13 +415,16 @@ mod tests {
         for bad in [
             "nonsense",
             "colour = \"blue\"",
-            "id = abc",
+            "id = \"abc\"",
             "join = \"open",
-            "log-format = xml",
+            "log-format = \"xml\"",
+            "peer-source-ip = \"not-an-ip\"",
         ] {
             let mut a = parse(&[]);
             assert!(apply_config_file(&mut a, bad).is_err(), "{bad}");
         }
+        let err = parse_config_file("id = 1\ncolour = 2\n").expect_err("unknown key");
+        assert!(err.contains("colour"), "{err}");
         let err = build_config(parse(&["--id", "1"])).expect_err("incomplete");
         let msg = err.to_string();
         assert!(

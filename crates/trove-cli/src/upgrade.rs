@@ -151,6 +151,10 @@ mod tests {
             applied_index: 100,
             members,
             max_node_id: 4,
+            recovering: false,
+            recovery: String::new(),
+            snapshot_index: 0,
+            purged_index: 0,
         }
     }
 

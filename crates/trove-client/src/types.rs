@@ -162,6 +162,15 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// Highest node id ever assigned.
     pub max_node_id: u64,
+    /// True while the answering node recovers after a start and does not vote yet
+    /// (its peers have not confirmed its state, e.g. after its volume was lost).
+    pub recovering: bool,
+    /// What a recovering node is waiting for (empty otherwise).
+    pub recovery: String,
+    /// Last log index covered by the node's latest snapshot (0 = none yet).
+    pub snapshot_index: u64,
+    /// Log entries up to this index exist only in the snapshot (0 = none purged).
+    pub purged_index: u64,
 }
 
 /// A digest of one node's applied state, from [`crate::Client::state_digest_of`].
@@ -228,6 +237,10 @@ pub(crate) fn cluster_status(p: pb::StatusResponse) -> ClusterStatus {
             })
             .collect(),
         max_node_id: p.max_node_id,
+        recovering: p.recovering,
+        recovery: p.recovery,
+        snapshot_index: p.snapshot_index,
+        purged_index: p.purged_index,
     }
 }
 

@@ -7,15 +7,17 @@
 pub mod codec;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+pub mod gate;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
 pub mod state_machine;
 pub mod types;
 
+pub use gate::{RecallReply, RecallRequest, VoteGate};
 pub use log_store::LogStore;
 pub use network::{Network, PeerIdentity};
-pub use peer_service::{AnnounceHandler, PeerService};
+pub use peer_service::{AnnounceHandler, PeerHooks, PeerService, RecallHandler};
 pub use state_machine::{BackupExport, RaftMeta, RestoredState, StateMachine, seed_restored_state};
 pub use types::{Applied, LogId, Raft, SnapshotDir, TroveNode, TypeConfig};
 

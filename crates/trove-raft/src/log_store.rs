@@ -156,6 +156,26 @@ impl LogStore {
         Ok(())
     }
 
+    /// Makes sure this node starts as a follower. openraft resumes leadership at start-up
+    /// when the stored vote is a committed vote for this node; that is only sound if the
+    /// log is exactly what it was, and Trove cannot assume that (a rolled-back volume
+    /// carries an old committed self-vote: resuming would reuse log ids the cluster
+    /// already gave to other entries). The vote is kept, uncommitted: the node still
+    /// voted for itself in that term and grants no other vote in it. Returns whether it
+    /// changed anything. Call before the Raft instance is created.
+    pub fn forget_leadership(&self, me: u64) -> io::Result<bool> {
+        let current = self.shared.meta.lock().map_err(io_err)?.rec.vote;
+        match current {
+            Some(v) if v.committed && v.leader_id.node_id == me => {
+                let mut demoted = v;
+                demoted.committed = false;
+                self.write_meta(|r| r.vote = Some(demoted), true)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Total bytes of the log's segment files.
     pub fn log_bytes(&self) -> u64 {
         self.shared.log.total_bytes()
@@ -188,7 +208,10 @@ fn flusher_loop(shared: Arc<Shared>, rx: Receiver<FlushRequest>) {
             }
             continue;
         }
+        let sync_started = std::time::Instant::now();
         let res = shared.log.sync();
+        metrics::histogram!(trove_types::metrics::WAL_FSYNC_SECONDS)
+            .record(sync_started.elapsed().as_secs_f64());
         #[cfg(feature = "failpoints")]
         if let Ok(last) = &res {
             shared.failpoints.synced(*last);

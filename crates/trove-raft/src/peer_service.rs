@@ -18,36 +18,57 @@ use trove_proto::raft::raft_peer_server::RaftPeer;
 use trove_proto::raft::{Envelope, Reply, SnapshotFrame, snapshot_frame};
 
 use crate::codec::{decode, encode};
+use crate::gate::{RecallReply, RecallRequest, VoteGate};
 use crate::network::PeerIdentity;
-use crate::types::{Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, Vote};
+use crate::types::{Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, Vote, VoteRequest};
 
 /// Handles a node's announcement of its addresses (implemented by the server, which
 /// serialises membership changes).
 pub type AnnounceHandler =
     Arc<dyn Fn(u64, TroveNode) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// Answers a restarting peer's `Recall` (implemented by the server's recovery module).
+pub type RecallHandler = Arc<
+    dyn Fn(u64, RecallRequest) -> BoxFuture<'static, Result<RecallReply, String>> + Send + Sync,
+>;
+
+/// What the server plugs into the peer service besides Raft itself.
+pub struct PeerHooks {
+    /// Address announcements.
+    pub announce: AnnounceHandler,
+    /// Questions from restarting peers.
+    pub recall: RecallHandler,
+    /// Whether this node may vote yet.
+    pub gate: Arc<VoteGate>,
+}
+
 /// The peer gRPC service.
 pub struct PeerService {
     me: PeerIdentity,
     raft: Raft,
     incoming_dir: PathBuf,
-    announce: AnnounceHandler,
+    hooks: PeerHooks,
 }
 
 impl PeerService {
     /// A service for node `me`; incoming snapshots are assembled under `incoming_dir`.
-    pub fn new(
-        me: PeerIdentity,
-        raft: Raft,
-        incoming_dir: PathBuf,
-        announce: AnnounceHandler,
-    ) -> Self {
+    pub fn new(me: PeerIdentity, raft: Raft, incoming_dir: PathBuf, hooks: PeerHooks) -> Self {
         PeerService {
             me,
             raft,
             incoming_dir,
-            announce,
+            hooks,
         }
+    }
+
+    /// Refuses a vote the gate does not admit (see [`VoteGate`]).
+    fn gate_vote(&self, rpc: &VoteRequest) -> Result<(), Status> {
+        let term = rpc.vote.leader_id().term;
+        let candidate = rpc.vote.leader_id().node_id;
+        self.hooks.gate.admits(term).map_err(|why| {
+            tracing::info!(node = self.me.node_id, term, candidate, %why, "vote refused");
+            Status::unavailable(format!("node {} {why}", self.me.node_id))
+        })
     }
 
     fn check(&self, env: &Envelope) -> Result<(), Status> {
@@ -89,13 +110,21 @@ impl RaftPeer for PeerService {
     }
 
     async fn vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
-        let rpc = self.open(req.get_ref())?;
+        let rpc: VoteRequest = self.open(req.get_ref())?;
+        self.gate_vote(&rpc)?;
         reply(self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
-        let rpc = self.open(req.get_ref())?;
+        let rpc: VoteRequest = self.open(req.get_ref())?;
+        self.gate_vote(&rpc)?;
         reply(self.raft.pre_vote(rpc).await)
+    }
+
+    async fn recall(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let ask: RecallRequest = self.open(req.get_ref())?;
+        let from = req.get_ref().source_node_id;
+        reply((self.hooks.recall)(from, ask).await)
     }
 
     async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
@@ -108,7 +137,7 @@ impl RaftPeer for PeerService {
         let node: TroveNode = decode(&req.get_ref().payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable announcement: {e}")))?;
         let from = req.get_ref().source_node_id;
-        reply((self.announce)(from, node).await)
+        reply((self.hooks.announce)(from, node).await)
     }
 
     async fn install_snapshot(

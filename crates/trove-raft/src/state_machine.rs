@@ -334,6 +334,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotDir,
     ) -> Result<(), io::Error> {
+        let started = std::time::Instant::now();
         let inner = self.inner.clone();
         let name = snapshot_name(meta);
         let dest = inner.snapshots_dir.join(&name);
@@ -366,6 +367,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await?;
         self.set_current(meta.clone(), dest)?;
+        metrics::histogram!(trove_types::metrics::SNAPSHOT_INSTALL_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -439,6 +442,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotDir;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let inner = self.inner.clone();
         // Holding the apply lock makes the export a point-in-time view consistent with
         // the raft meta read under the same lock.
@@ -463,6 +467,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .await?;
         drop(_guard);
         self.set_current(meta.clone(), dir.clone())?;
+        metrics::histogram!(trove_types::metrics::SNAPSHOT_BUILD_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         tracing::info!(last = ?meta.last_log_id, "built snapshot");
         Ok(Snapshot {
             meta,

@@ -48,6 +48,7 @@ pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDir>;
+pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
 
 impl fmt::Display for Applied {

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     /// Local IP that outgoing peer connections are bound to (default: chosen by the OS).
     /// Lets a test harness tell nodes apart by source address (all of 127/8 is loopback).
     pub peer_source_ip: Option<IpAddr>,
+    /// Address for the admin HTTP port (metrics, health, status page); none: off.
+    pub listen_admin: Option<String>,
     /// Raft tuning.
     pub tuning: Tuning,
 }
@@ -81,6 +83,7 @@ impl ServerConfig {
             initial_cluster_token: "trove".into(),
             join: None,
             peer_source_ip: None,
+            listen_admin: None,
             tuning: Tuning::default(),
         }
     }

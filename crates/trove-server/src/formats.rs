@@ -1,6 +1,7 @@
 //! The read-only start-up check of a data directory's formats.
 //!
-//! Every persisted structure carries a format version: the identity (`format`), the raft
+//! Every persisted structure carries a format version: the identity (`format`), the
+//! peers record (`format`), the raft
 //! meta file's slots and payload encoding, each log segment header and the encoding of
 //! its entries, the state and chunk directories' `FORMAT` files, and each snapshot's
 //! `state.bin` header. [`check_formats`] reads all of them before the node writes
@@ -26,6 +27,7 @@ pub fn check_formats(dir: &Path) -> Result<(), ServerError> {
         return Ok(());
     }
     identity::load(dir)?;
+    crate::recovery::check_format(dir)?;
     LogStore::check_formats(&dir.join("raft")).map_err(ServerError::from_storage)?;
     ChunkStore::check_format(&dir.join("chunks")).map_err(ServerError::from_storage)?;
     StateStore::check_format(&dir.join("state")).map_err(ServerError::from_storage)?;

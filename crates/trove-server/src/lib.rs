@@ -2,20 +2,24 @@
 //! peer port and the public API (plus gRPC health and reflection) on the client port.
 //!
 //! Entry point: [`run`]. Data directory layout:
-//! `identity` (cluster id, node id, incarnation), `raft/` (log + vote),
+//! `identity` (cluster id, node id, incarnation), `peers` (what this node knows of its
+//! peers' acknowledged indexes, see `recovery`), `raft/` (log + vote),
 //! `state/` (sled), `chunks/` (content-addressed chunk files), `snapshots/`, and
 //! `backups/` (temporary exports while a backup streams; removed at start-up).
 
+pub mod admin;
 pub mod api;
 pub mod backup;
 pub mod config;
+pub mod diskspace;
 pub mod error;
 pub mod formats;
 pub mod identity;
 pub mod node;
+pub mod recovery;
 pub mod restore;
+pub mod telemetry;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +35,8 @@ use trove_proto::v1::objects_server::ObjectsServer;
 use trove_proto::v1::records_server::RecordsServer;
 use trove_proto::v1::{AddNodeRequest, StatusRequest};
 use trove_raft::{
-    AnnounceHandler, LogStore, Network, PeerIdentity, PeerService, Raft, StateMachine, TroveNode,
+    AnnounceHandler, LogStore, Network, PeerHooks, PeerIdentity, PeerService, Raft, RecallHandler,
+    StateMachine, TroveNode,
 };
 use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
@@ -151,6 +156,12 @@ pub async fn run(
     // Bind first: a port in use must fail before anything is written.
     let client_listener = bind(&config.listen_client).await?;
     let peer_listener = bind(&config.listen_peer).await?;
+    let admin_listener = match &config.listen_admin {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    // A node that stopped on a full disk waits for space here instead of crash-looping.
+    diskspace::wait_for_space(&config.data_dir, diskspace::MIN_FREE_BYTES_TO_START).await;
     let (ident, start) = prepare_identity(&config).await?;
 
     let dir = config.data_dir.clone();
@@ -163,12 +174,24 @@ pub async fn run(
         identity::create(&dir, &ident)?;
     }
     let log = LogStore::open(&raft_dir).map_err(ServerError::from_storage)?;
+    // Never resume leadership from the stored vote (see `forget_leadership`): leading
+    // again requires an election, which requires the peers' confirmation (`recovery`).
+    if log
+        .forget_leadership(config.node_id)
+        .map_err(ServerError::from_storage)?
+    {
+        tracing::info!(
+            node = config.node_id,
+            "was leader before this start; starting as a follower"
+        );
+    }
     let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
     let store =
         Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
     let sm =
         StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
     backup::remove_leftovers(&dir)?;
+    let recovery = Arc::new(recovery::Recovery::open(&dir, &ident.incarnation)?);
 
     let me = PeerIdentity {
         cluster_id: ident.cluster_id.clone(),
@@ -192,6 +215,8 @@ pub async fn run(
     )
     .await
     .map_err(|e| ServerError::Raft(e.to_string()))?;
+    // No campaigning until recovery has confirmed this node's state (see `recovery`).
+    raft.runtime_config().elect(false);
 
     let node: NodeRef = Arc::new(Node::new(
         config.clone(),
@@ -200,6 +225,7 @@ pub async fn run(
         sm.clone(),
         log,
         network,
+        recovery,
     ));
     tracing::info!(
         node = config.node_id, cluster = %ident.cluster_id, client = %config.client_addr(), peer = %config.peer_addr(),
@@ -219,14 +245,24 @@ pub async fn run(
                 .map_err(|e| e.to_string())
         })
     });
-    let peer_svc = RaftPeerServer::new(PeerService::new(
-        me,
-        raft.clone(),
-        sm.incoming_dir(),
+    let recall_node = node.clone();
+    let recall: RecallHandler = Arc::new(move |id, ask| {
+        let n = recall_node.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || n.recovery.answer(&n, id, ask))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    });
+    let hooks = PeerHooks {
         announce,
-    ))
-    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        recall,
+        gate: node.recovery.gate.clone(),
+    };
+    let peer_svc =
+        RaftPeerServer::new(PeerService::new(me, raft.clone(), sm.incoming_dir(), hooks))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let mut rx = stop_rx.clone();
     tasks.spawn(async move {
         Server::builder()
@@ -273,6 +309,7 @@ pub async fn run(
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .layer(telemetry::GrpcLayer::new(config.node_id))
             .add_service(health_svc)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -289,48 +326,44 @@ pub async fn run(
             })
     });
 
-    // Join the cluster as the start mode requires.
+    // Join the cluster as the start mode requires. Recovery opens the vote gate when
+    // this node's state is confirmed (and founds the cluster if it is new); neither task
+    // is in `tasks`: their completion must not end the node.
     match start {
-        Start::Restart => {}
+        Start::Restart => {
+            tokio::spawn(recovery::recover(node.clone(), None));
+        }
         Start::Bootstrap(members) => {
-            if !raft
-                .is_initialized()
-                .await
-                .map_err(|e| ServerError::Raft(e.to_string()))?
-            {
-                let mut map = BTreeMap::new();
-                for (id, peer) in members {
-                    let client_addr = if id == config.node_id {
-                        config.client_addr()
-                    } else {
-                        String::new()
-                    };
-                    let peer_addr = if id == config.node_id {
-                        config.peer_addr()
-                    } else {
-                        peer
-                    };
-                    map.insert(
-                        id,
-                        TroveNode {
-                            peer_addr,
-                            client_addr,
-                        },
-                    );
-                }
-                if let Err(e) = raft.initialize(map).await {
-                    tracing::info!(error = %e, "bootstrap: raft already initialised");
-                }
-            }
+            tokio::spawn(recovery::recover(node.clone(), Some(members)));
         }
         Start::Join(addr) => {
-            // Not in `tasks`: its completion must not end the node.
             let n = node.clone();
             tokio::spawn(async move { join_cluster(&n, &addr).await });
+            tokio::spawn(recovery::recover(node.clone(), None));
         }
     }
+    tasks.spawn(recovery::keep_watermarks(node.clone(), stop_rx.clone()));
 
     tasks.spawn(background(node.clone(), health_reporter, stop_rx.clone()));
+
+    // Admin port: metrics, health probes, status page.
+    if let Some(listener) = admin_listener {
+        let observed = telemetry::ObservedRef::default();
+        tokio::spawn(telemetry::observe(
+            node.clone(),
+            observed.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(admin::serve(
+            listener,
+            node.clone(),
+            observed,
+            stop_rx.clone(),
+        ));
+    }
+    // Both ports accept connections: tell systemd (Type=notify) we are up. Waiting for a
+    // leader here would deadlock a cluster whose members start one after another.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
 
     // Wait for shutdown or a task failing.
     let result = tokio::select! {
@@ -342,11 +375,19 @@ pub async fn run(
         },
     };
     tracing::info!(node = config.node_id, "trove node stopping");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     let _ = node.store().flush();
     tasks.abort_all();
     result
+}
+
+/// Tells systemd about a state change when it runs us as `Type=notify` (no-op otherwise).
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// Asks the cluster (through `addr`) to add this node, retrying until it succeeds.

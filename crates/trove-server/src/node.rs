@@ -46,6 +46,8 @@ pub struct Node {
     pub log: LogStore,
     /// Outgoing peer connections.
     pub network: Network,
+    /// Start-up recovery: the vote gate and what this node knows of its peers.
+    pub recovery: Arc<crate::recovery::Recovery>,
     /// Serialises membership changes: concurrent changes could leave a joint config.
     pub admin_lock: tokio::sync::Mutex<()>,
     client_channels: Mutex<HashMap<String, Channel>>,
@@ -68,6 +70,7 @@ impl Node {
         sm: StateMachine,
         log: LogStore,
         network: Network,
+        recovery: Arc<crate::recovery::Recovery>,
     ) -> Node {
         Node {
             id: config.node_id,
@@ -77,6 +80,7 @@ impl Node {
             sm,
             log,
             network,
+            recovery,
             admin_lock: tokio::sync::Mutex::new(()),
             client_channels: Mutex::new(HashMap::new()),
         }
@@ -192,13 +196,16 @@ impl Node {
             op,
         };
         let (responder, done) = ProgressResponder::complete_only();
+        let pending = crate::telemetry::PendingProposal::start();
         self.raft
             .client_write_ff(cmd, Some(responder))
             .await
             .map_err(|e| TroveError::unavailable(format!("node {} has stopped: {e}", self.id)))?;
         let id = self.id;
         Ok(async move {
-            let res = done.await.map_err(|_| {
+            let res = done.await;
+            pending.finish(matches!(res, Ok(Ok(_))));
+            let res = res.map_err(|_| {
                 TroveError::unavailable(
                     "the write was dropped before completing; retry with the same request id",
                 )

@@ -60,11 +60,35 @@ impl StorageError {
     }
 }
 
+/// What an operator should know when a write failed because the disk is full.
+pub const DISK_FULL_HINT: &str = "the disk is full: free space on this filesystem. \
+The node stops rather than acknowledge what it cannot store; restarted, it waits until \
+enough space is free, then catches up from its peers";
+
+/// Whether `kind` means that the filesystem has no space (ENOSPC) or quota (EDQUOT) left.
+pub fn is_disk_full(kind: std::io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Keeps the kind and names the path; a full disk gets a hint a person can act on.
+fn io_error_at(path: &std::path::Path, source: &std::io::Error) -> std::io::Error {
+    let msg = if is_disk_full(source.kind()) {
+        format!("{}: {source}: {DISK_FULL_HINT}", path.display())
+    } else {
+        format!("{}: {source}", path.display())
+    };
+    std::io::Error::new(source.kind(), msg)
+}
+
 impl From<StorageError> for std::io::Error {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Io { source, .. } => {
-                std::io::Error::new(source.kind(), source.to_string())
+            StorageError::Io { path, source } => io_error_at(&path, &source),
+            StorageError::Sled(sled::Error::Io(source)) => {
+                io_error_at(std::path::Path::new("sled state"), &source)
             }
             other => std::io::Error::other(other.to_string()),
         }
@@ -73,3 +97,33 @@ impl From<StorageError> for std::io::Error {
 
 /// Result alias for this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_names_the_file_and_says_what_to_do() {
+        let e = StorageError::io(
+            "/data/raft/log/seg-1.log",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        let io: std::io::Error = e.into();
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        let msg = io.to_string();
+        assert!(msg.starts_with("/data/raft/log/seg-1.log: "), "{msg}");
+        assert!(msg.contains("free space on this filesystem"), "{msg}");
+    }
+
+    #[test]
+    fn other_io_errors_keep_their_kind_and_path() {
+        let e = StorageError::io(
+            "/data/x",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        let io: std::io::Error = e.into();
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert!(io.to_string().starts_with("/data/x: "));
+        assert!(!io.to_string().contains("disk is full"));
+    }
+}

@@ -449,6 +449,57 @@ impl ProcessCluster {
         }
     }
 
+    /// The data directory of node `id`.
+    fn data_dir(&self, id: u64) -> Result<PathBuf> {
+        Ok(self
+            .nodes
+            .get(&id)
+            .ok_or_else(|| no_node(id))?
+            .data_dir
+            .clone())
+    }
+
+    fn require_down(&mut self, id: u64, what: &str) -> Result<()> {
+        if self.state(id) != NodeState::Down {
+            return Err(TestkitError::Node {
+                id,
+                message: format!("{what} only while it is down"),
+            });
+        }
+        Ok(())
+    }
+
+    /// A lost volume: deletes node `id`'s whole data directory (the node must be down).
+    pub fn wipe(&mut self, id: u64) -> Result<()> {
+        self.require_down(id, "its volume can be wiped")?;
+        let dir = self.data_dir(id)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TestkitError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    /// Copies node `id`'s data directory (the node must be down) to `dest`, to roll it
+    /// back to later with [`ProcessCluster::roll_back`].
+    pub fn copy_volume(&mut self, id: u64, dest: &Path) -> Result<()> {
+        self.require_down(id, "its volume can be copied")?;
+        let dir = self.data_dir(id)?;
+        if dest.exists() {
+            std::fs::remove_dir_all(dest)
+                .map_err(|e| TestkitError::io(format!("remove {}", dest.display()), e))?;
+        }
+        copy_tree(&dir, dest)
+    }
+
+    /// A rolled-back volume: replaces node `id`'s data directory (the node must be down)
+    /// by the older copy at `copy`.
+    pub fn roll_back(&mut self, id: u64, copy: &Path) -> Result<()> {
+        self.wipe(id)?;
+        let dir = self.data_dir(id)?;
+        copy_tree(copy, &dir)
+    }
+
     /// Starts a brand-new node `id` that joins through `via`'s client address.
     pub async fn spawn_joining(&mut self, id: u64, via: u64) -> Result<()> {
         if self.nodes.contains_key(&id) {
@@ -597,4 +648,20 @@ fn no_node(id: u64) -> TestkitError {
         id,
         message: "unknown to the harness".into(),
     }
+}
+
+/// Copies the directory tree `from` to `to` (which must not exist).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let io = |what: &Path, e| TestkitError::io(format!("copy {}", what.display()), e);
+    std::fs::create_dir_all(to).map_err(|e| io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| io(from, e))? {
+        let entry = entry.map_err(|e| io(from, e))?;
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(|e| io(&src, e))?.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(|e| io(&src, e))?;
+        }
+    }
+    Ok(())
 }

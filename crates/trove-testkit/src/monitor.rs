@@ -107,6 +107,7 @@ async fn poll_loop(
                     leader: st.leader,
                     commit: st.commit_index,
                     applied: st.applied_index,
+                    recovering: st.recovering,
                 })
             }
         });

@@ -51,11 +51,17 @@ pub enum FaultKind {
     RestartAll,
     /// Add, remove or replace a node (under delays or resets).
     Membership,
+    /// A lost volume: SIGKILL a node, delete its data directory, restart it with the
+    /// same command (it must be re-seeded, never vote on its empty state).
+    Wipe,
+    /// A rolled-back volume: copy a node's data directory, let it acknowledge more
+    /// writes, SIGKILL it, put the old copy back, restart it.
+    Rollback,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -65,6 +71,8 @@ impl FaultKind {
         FaultKind::Reset,
         FaultKind::RestartAll,
         FaultKind::Membership,
+        FaultKind::Wipe,
+        FaultKind::Rollback,
     ];
 
     /// The name used by `--faults` and in reports.
@@ -79,6 +87,8 @@ impl FaultKind {
             FaultKind::Reset => "reset",
             FaultKind::RestartAll => "restart-all",
             FaultKind::Membership => "membership",
+            FaultKind::Wipe => "wipe",
+            FaultKind::Rollback => "rollback",
         }
     }
 
@@ -163,14 +173,19 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Plann
             ),
             FaultKind::RestartAll => (rng.random_range(500..=2_000), 0, 0),
             FaultKind::Membership => (0, rng.random_range(0..3), rng.random_range(0..2)),
+            // Wipe: how long the node stays down. Rollback: how long it runs (and
+            // acknowledges writes) between the copy and the rollback.
+            FaultKind::Wipe => (rng.random_range(1_000..=3_000), 0, 0),
+            FaultKind::Rollback => (rng.random_range(2_000..=5_000), 0, 0),
         };
         // Restarts and membership changes take a few seconds beyond their hold.
         let cost = gap_ms
             + hold_ms
-            + if kind == FaultKind::Membership {
-                8_000
-            } else {
-                1_000
+            + match kind {
+                FaultKind::Membership => 8_000,
+                // Re-seeding from a peer (a snapshot of the whole state) takes a while.
+                FaultKind::Wipe | FaultKind::Rollback => 5_000,
+                _ => 1_000,
             };
         if t + cost > total_ms.saturating_sub(2_000) {
             break;
@@ -399,8 +414,64 @@ impl Nemesis {
                 }
             }
             FaultKind::Membership => self.membership(f, ev).await?,
+            FaultKind::Wipe => {
+                self.no_node_recovering().await?;
+                let id = self.target(f, ev).await?;
+                let mut c = self.cluster.lock().await;
+                c.kill(id)?;
+                c.wipe(id)?;
+                drop(c);
+                ev.detail = format!("SIGKILL node {id}, data directory deleted, down {hold:?}");
+                sleep_or_stop(hold, stop).await;
+                self.cluster.lock().await.restart(id, &[]).await?;
+            }
+            FaultKind::Rollback => {
+                self.no_node_recovering().await?;
+                let id = self.target(f, ev).await?;
+                let mut c = self.cluster.lock().await;
+                let copy = c.root().join(format!("rollback-copy-{id}"));
+                c.kill(id)?;
+                c.copy_volume(id, &copy)?;
+                c.restart(id, &[]).await?;
+                drop(c);
+                // The node acknowledges more writes, then loses them to the old copy.
+                sleep_or_stop(hold, stop).await;
+                let mut c = self.cluster.lock().await;
+                c.kill(id)?;
+                c.roll_back(id, &copy)?;
+                let _ = std::fs::remove_dir_all(&copy);
+                c.restart(id, &[]).await?;
+                ev.detail = format!("node {id}'s data directory rolled back by {hold:?}");
+            }
         }
         Ok(())
+    }
+
+    /// Disk faults hit one node at a time (two lost volumes at once are beyond what a
+    /// three-node cluster can survive): waits until no running member is still being
+    /// re-seeded after the previous one.
+    async fn no_node_recovering(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut c = self.cluster.lock().await;
+            let mut busy = Vec::new();
+            for id in c.live_ids() {
+                match c.status_of(id).await {
+                    Ok(st) if !st.recovering => {}
+                    _ => busy.push(id),
+                }
+            }
+            drop(c);
+            if busy.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestkitError::Timeout(format!(
+                    "nodes {busy:?} still recovering from the previous disk fault after 60s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Add, remove or replace a node, while delays or resets hit another node.

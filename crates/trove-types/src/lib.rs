@@ -6,6 +6,7 @@
 pub mod command;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod validate;
 
 pub use command::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, RequestId, Sha256Digest};

@@ -58,6 +58,19 @@ pub const REQUEST_ID_RETENTION_MS: u64 = 15 * 60 * 1000;
 /// Default capacity of bounded channels inside a node.
 pub const CHANNEL_CAPACITY: usize = 64;
 
+/// `/readyz`: a node is ready only if it has applied all but at most this many
+/// committed entries (a node catching up after a restart is not ready).
+pub const READY_MAX_APPLY_LAG_ENTRIES: u64 = 1000;
+/// Warnings and errors kept for the admin status page (oldest dropped first).
+pub const RECENT_ERRORS_KEPT: usize = 50;
+/// How often the admin port walks the data directory and the state's tables (disk use,
+/// record and object counts); the walks cost IO, so not on every scrape.
+pub const ADMIN_STORAGE_REFRESH_MS: u64 = 10_000;
+/// Largest HTTP request the admin port accepts (it serves GETs only).
+pub const MAX_ADMIN_REQUEST_BYTES: usize = 64 * 1024;
+/// How long the status page waits for the leader's view before showing its own.
+pub const ADMIN_LEADER_STATUS_TIMEOUT_MS: u64 = 1_000;
+
 const _: () = assert!(CHUNK_SIZE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(2 * MAX_APPEND_BATCH_BYTES + CHUNK_SIZE_BYTES <= MAX_PEER_MESSAGE_BYTES);

@@ -123,6 +123,10 @@ pub fn local_status(node: &Node) -> StatusResponse {
         members,
         max_node_id,
         state_digest: String::new(),
+        recovering: !node.recovery.gate.is_open(),
+        recovery: node.recovery.gate.waiting_for(),
+        snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
     }
 }
 
