@@ -71,7 +71,7 @@ chaos_run() {
     "$STATIC_BIN" chaos --seed "$seed" --duration 120 --faults "$faults" --out "$out"
     rm -rf "$out"
 }
-chaos_run 11 kill,pause,partition,wipe,rollback
+chaos_run 11 kill,pause,partition,wipe,rollback,corrupt
 chaos_run 22 partition,asym,delay,restart-all,membership
 
 # The proof that the checkers catch a real durability bug: the same chaos run against a

@@ -177,7 +177,9 @@ base = "http://127.0.0.1:27401"
 assert urllib.request.urlopen(base + "/readyz", timeout=5).read().strip() == b"ok"
 metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
 for name in ("trove_server_has_leader 1", "trove_server_leader_changes_seen_total",
-             "trove_disk_wal_fsync_duration_seconds_bucket", "grpc_server_handled_total"):
+             "trove_disk_wal_fsync_duration_seconds_bucket", "grpc_server_handled_total",
+             "trove_chunks_repaired_total 0", "trove_chunks_unrepairable_total 0",
+             "trove_scrub_pass_progress_ratio"):
     assert name in metrics, name
 PY
 bash tests/deploy/status-page.sh "http://127.0.0.1:27401/" "$ROOT/target/status-page.png"

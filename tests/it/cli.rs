@@ -11,22 +11,22 @@ use crate::harness::{Cluster, deadline, trove_bin};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-struct Out {
-    code: i32,
-    stdout: String,
+pub(crate) struct Out {
+    pub code: i32,
+    pub stdout: String,
     stdout_bytes: Vec<u8>,
-    stderr: String,
+    pub stderr: String,
 }
 
 impl Out {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
     }
 }
 
 /// Runs `trove <args>` with `TROVE_ENDPOINTS` set, feeding `stdin`.
-async fn trove(endpoints: &str, args: &[&str], stdin: &[u8]) -> Out {
+pub(crate) async fn trove(endpoints: &str, args: &[&str], stdin: &[u8]) -> Out {
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(trove_bin());
     for (k, _) in std::env::vars_os() {

@@ -16,6 +16,7 @@ mod memory;
 mod objects;
 mod python;
 mod records;
+mod repair;
 mod snapshot;
 mod upgrade;
 mod wipe;

@@ -240,6 +240,14 @@ pub struct ServerArgs {
     /// log entries [default: 1024].
     #[arg(long, env = "TROVE_SNAPSHOT_EVERY_ENTRIES", value_name = "N")]
     pub snapshot_every_entries: Option<u64>,
+    /// How fast the background scrubber reads and verifies this node's chunks, in MiB/s
+    /// (0: unthrottled) [default: 16].
+    #[arg(long, env = "TROVE_SCRUB_RATE_MIB", value_name = "MIB_PER_SEC")]
+    pub scrub_rate_mib: Option<u64>,
+    /// Hours between the starts of scheduled scrub passes (0: only when
+    /// `trove cluster scrub --start` asks) [default: 24].
+    #[arg(long, env = "TROVE_SCRUB_INTERVAL_HOURS", value_name = "HOURS")]
+    pub scrub_interval_hours: Option<u64>,
     /// Bind outgoing peer (Raft) connections to this local IP, e.g. 127.0.0.11; the chaos
     /// harness uses it to tell nodes apart in its fault proxy [default: chosen by the OS].
     #[arg(long, env = "TROVE_PEER_SOURCE_IP", value_name = "IP")]
@@ -495,6 +503,23 @@ pub enum ClusterCmd {
         /// the leader's commit index.
         #[arg(long, value_name = "ENTRIES", default_value_t = 1000)]
         max_lag: u64,
+    },
+    /// What each node's scrubber checked, found and repaired (exit 1 if any node holds
+    /// a damaged chunk no peer could repair).
+    ///
+    /// Every node verifies the SHA-256 of each chunk it stores, in the background at
+    /// `--scrub-rate` and on every read; a corrupt or missing chunk is fetched again
+    /// from a peer. With --start a pass begins now on every member (or on --node).
+    Scrub {
+        /// Start a scrub pass now (on nodes not already running one).
+        #[arg(long)]
+        start: bool,
+        /// With --start: wait until the passes finish, then report.
+        #[arg(long, requires = "start")]
+        wait: bool,
+        /// Only this member.
+        #[arg(long, value_name = "ID")]
+        node: Option<u64>,
     },
 }
 

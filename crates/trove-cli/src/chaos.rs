@@ -28,7 +28,7 @@ pub struct ChaosArgs {
     pub nodes: u64,
     /// Fault kinds, comma-separated: kill, pause, partition, asym, flap, delay, reset,
     /// restart-all, membership, wipe (a lost volume), rollback (a volume replaced by an
-    /// older copy of itself), or all.
+    /// older copy of itself), corrupt (damaged chunk files and raft log), or all.
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub faults: String,
     /// Concurrent clients.

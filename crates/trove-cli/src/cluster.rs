@@ -49,6 +49,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<()> {
             let st = gather_status(&ctx.client).await?;
             crate::upgrade::report(ctx.format, &crate::upgrade::check(&st, id, max_lag))
         }
+        ClusterCmd::Scrub { start, wait, node } => crate::scrub::run(ctx, start, wait, node).await,
         ClusterCmd::TransferLeader { id } => {
             ctx.client.transfer_leader(id).await?;
             done(

@@ -13,6 +13,7 @@ mod health;
 mod objects;
 mod output;
 mod records;
+mod scrub;
 mod server;
 mod signals;
 mod upgrade;

@@ -129,6 +129,10 @@ pub struct FileSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_every_entries: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub_rate_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub_interval_hours: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_filter: Option<String>,
@@ -196,6 +200,8 @@ fn merge_file(a: &mut ServerArgs, f: FileSettings) {
     fill(&mut a.join, f.join);
     fill(&mut a.peer_source_ip, f.peer_source_ip);
     fill(&mut a.snapshot_every_entries, f.snapshot_every_entries);
+    fill(&mut a.scrub_rate_mib, f.scrub_rate_mib);
+    fill(&mut a.scrub_interval_hours, f.scrub_interval_hours);
     fill(&mut a.log_format, f.log_format);
     fill(&mut a.log_filter, f.log_filter);
 }
@@ -231,6 +237,14 @@ fn effective(a: &ServerArgs) -> FileSettings {
         snapshot_every_entries: Some(
             a.snapshot_every_entries
                 .unwrap_or(defaults.snapshot_every_entries),
+        ),
+        scrub_rate_mib: Some(
+            a.scrub_rate_mib
+                .unwrap_or(defaults.scrub_rate_bytes_per_sec >> 20),
+        ),
+        scrub_interval_hours: Some(
+            a.scrub_interval_hours
+                .unwrap_or(defaults.scrub_interval_secs / 3600),
         ),
         log_format: Some(a.log_format.unwrap_or(LogFormat::Text)),
         log_filter: Some(log_filter(a)),
@@ -327,6 +341,12 @@ fn build_config(mut a: ServerArgs) -> Result<trove_server::ServerConfig, clap::E
             ));
         }
         cfg.tuning.snapshot_every_entries = n;
+    }
+    if let Some(mib) = a.scrub_rate_mib {
+        cfg.tuning.scrub_rate_bytes_per_sec = mib.saturating_mul(1 << 20);
+    }
+    if let Some(h) = a.scrub_interval_hours {
+        cfg.tuning.scrub_interval_secs = h.saturating_mul(3600);
     }
     Ok(cfg)
 }

@@ -6,7 +6,7 @@ use trove_proto::v1 as pb;
 use trove_types::TroveError;
 
 use crate::retry::{Idempotency, map_status};
-use crate::types::{ClusterStatus, StateDigest, cluster_status};
+use crate::types::{ClusterStatus, ScrubReport, StateDigest, cluster_status, scrub_report};
 use crate::{Client, Result, cluster_client};
 
 /// Shortest per-attempt deadline of `add_node`, which returns only once the new member
@@ -34,47 +34,34 @@ impl Client {
     /// Asks one specific node (`host:port`) for its own view of the cluster: a single
     /// attempt, no retry, no failover and no forwarding to the leader.
     pub async fn status_of(&self, endpoint: &str) -> Result<ClusterStatus> {
-        let node = self.inner.node_for(endpoint)?;
-        let timeout = self.inner.cfg.request_timeout;
         let req = self.request(pb::StatusRequest {
             local: true,
             include_digest: false,
         });
-        match tokio::time::timeout(timeout, cluster_client(node.channel()).status(req)).await {
-            Ok(Ok(resp)) => Ok(cluster_status(resp.into_inner())),
-            Ok(Err(st)) => Err(map_status(&st)),
-            Err(_) => Err(TroveError::DeadlineExceeded(format!(
-                "no answer from {} within {timeout:?}",
-                node.addr
-            ))),
-        }
+        let resp = self
+            .ask_one(endpoint, |ch| async move {
+                cluster_client(ch).status(req).await
+            })
+            .await?;
+        Ok(cluster_status(resp))
     }
 
     /// Asks one specific node (`host:port`) for a digest of its applied state: a single
     /// attempt, answered by that node itself. Replicas that applied the same index have
     /// equal digests, so comparing them shows whether the nodes converged.
     pub async fn state_digest_of(&self, endpoint: &str) -> Result<StateDigest> {
-        let node = self.inner.node_for(endpoint)?;
-        let timeout = self.inner.cfg.request_timeout;
         let req = self.request(pb::StatusRequest {
             local: true,
             include_digest: true,
         });
-        let resp =
-            match tokio::time::timeout(timeout, cluster_client(node.channel()).status(req)).await {
-                Ok(Ok(resp)) => resp.into_inner(),
-                Ok(Err(st)) => return Err(map_status(&st)),
-                Err(_) => {
-                    return Err(TroveError::DeadlineExceeded(format!(
-                        "no answer from {} within {timeout:?}",
-                        node.addr
-                    )));
-                }
-            };
+        let resp = self
+            .ask_one(endpoint, |ch| async move {
+                cluster_client(ch).status(req).await
+            })
+            .await?;
         if resp.state_digest.is_empty() {
             return Err(TroveError::Internal(format!(
-                "{} sent no state digest (is it an older version?)",
-                node.addr
+                "{endpoint} sent no state digest (is it an older version?)"
             )));
         }
         Ok(StateDigest {
@@ -82,6 +69,38 @@ impl Client {
             applied_index: resp.applied_index,
             digest: resp.state_digest,
         })
+    }
+
+    /// Asks one specific node (`host:port`) what its scrubber checked, found and
+    /// repaired; with `start`, it first starts a scrub pass (unless one is running).
+    /// A single attempt, answered by that node itself.
+    pub async fn scrub_of(&self, endpoint: &str, start: bool) -> Result<ScrubReport> {
+        let req = self.request(pb::ScrubRequest { start });
+        let resp = self
+            .ask_one(
+                endpoint,
+                |ch| async move { cluster_client(ch).scrub(req).await },
+            )
+            .await?;
+        Ok(scrub_report(resp))
+    }
+
+    /// One attempt of `call` against the node at `endpoint`, within the request timeout.
+    async fn ask_one<T, F, Fut>(&self, endpoint: &str, call: F) -> Result<T>
+    where
+        F: FnOnce(tonic::transport::Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let node = self.inner.node_for(endpoint)?;
+        let timeout = self.inner.cfg.request_timeout;
+        match tokio::time::timeout(timeout, call(node.channel())).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(st)) => Err(map_status(&st)),
+            Err(_) => Err(TroveError::DeadlineExceeded(format!(
+                "no answer from {} within {timeout:?}",
+                node.addr
+            ))),
+        }
     }
 
     /// Adds a member that joins as a learner and, with `promote`, becomes a voter once

@@ -48,7 +48,7 @@ pub use trove_types::limits::{CHUNK_SIZE_BYTES, MAX_OBJECT_SIZE_BYTES, MAX_RECOR
 pub use trove_types::{LeaderHint, TroveError};
 pub use types::{
     BucketInfo, ClusterStatus, Consistency, MemberStatus, ObjectInfo, ObjectPage, ProgressFn,
-    Record, RecordPage, RecordSummary, Role, StateDigest,
+    Record, RecordPage, RecordSummary, Role, ScrubReport, StateDigest,
 };
 
 use conn::{Attempts, Inner};

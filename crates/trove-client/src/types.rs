@@ -173,6 +173,59 @@ pub struct ClusterStatus {
     pub purged_index: u64,
 }
 
+/// One node's chunk verification and repair, from [`crate::Client::scrub_of`]. Counters
+/// are since the node started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// The node that answered.
+    pub node_id: u64,
+    /// A scrub pass is running now.
+    pub running: bool,
+    /// Configured verification rate, bytes per second (0: unthrottled).
+    pub rate_bytes_per_sec: u64,
+    /// Seconds between scheduled passes (0: only on request).
+    pub interval_secs: u64,
+    pub passes_completed: u64,
+    /// Chunks checked in the running (or last) pass, of `pass_total`.
+    pub pass_checked: u64,
+    pub pass_total: u64,
+    /// Unix time the last pass finished (`None`: no pass finished yet).
+    pub last_pass_finished_unix: Option<u64>,
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    /// Chunk files whose bytes did not match their hash (quarantined, never served).
+    pub corrupt_found: u64,
+    /// Chunks the state refers to whose file was missing.
+    pub missing_found: u64,
+    /// Chunks fetched again from a peer, verified and rewritten.
+    pub repaired: u64,
+    /// Bad chunks no peer could supply intact.
+    pub unrepairable: u64,
+    /// The most recent problem (empty: none).
+    pub last_problem: String,
+}
+
+pub(crate) fn scrub_report(p: pb::ScrubResponse) -> ScrubReport {
+    ScrubReport {
+        node_id: p.node_id,
+        running: p.running,
+        rate_bytes_per_sec: p.rate_bytes_per_sec,
+        interval_secs: p.interval_secs,
+        passes_completed: p.passes_completed,
+        pass_checked: p.pass_checked,
+        pass_total: p.pass_total,
+        last_pass_finished_unix: (p.last_pass_finished_unix > 0)
+            .then_some(p.last_pass_finished_unix),
+        chunks_checked: p.chunks_checked,
+        bytes_checked: p.bytes_checked,
+        corrupt_found: p.corrupt_found,
+        missing_found: p.missing_found,
+        repaired: p.repaired,
+        unrepairable: p.unrepairable,
+        last_problem: p.last_problem,
+    }
+}
+
 /// A digest of one node's applied state, from [`crate::Client::state_digest_of`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateDigest {

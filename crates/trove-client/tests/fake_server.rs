@@ -332,6 +332,12 @@ impl Cluster for FakeNode {
     ) -> Result<Response<Self::BackupStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn scrub(
+        &self,
+        _: Request<pb::ScrubRequest>,
+    ) -> Result<Response<pb::ScrubResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// An address where nothing listens.

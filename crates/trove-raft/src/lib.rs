@@ -17,8 +17,10 @@ pub mod types;
 pub use gate::{RecallReply, RecallRequest, VoteGate};
 pub use log_store::LogStore;
 pub use network::{Network, PeerIdentity};
-pub use peer_service::{AnnounceHandler, PeerHooks, PeerService, RecallHandler};
-pub use state_machine::{BackupExport, RaftMeta, RestoredState, StateMachine, seed_restored_state};
+pub use peer_service::{AnnounceHandler, FetchChunkHandler, PeerHooks, PeerService, RecallHandler};
+pub use state_machine::{
+    BackupExport, ChunkRepairer, RaftMeta, RestoredState, StateMachine, seed_restored_state,
+};
 pub use types::{Applied, LogId, Raft, SnapshotDir, TroveNode, TypeConfig};
 
 /// openraft configuration tuned for Trove (validated).
@@ -39,6 +41,12 @@ pub fn raft_config(
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
         max_in_snapshot_log_to_keep: 64,
         enable_pre_vote: Some(true),
+        // A follower whose log goes back (a wiped, rolled-back or damaged volume) is a
+        // fault Trove expects: the vote gate keeps such a node from voting until it is
+        // re-seeded, and the leader must then search back for where their logs agree.
+        // Without this openraft keeps the old match point (a debug build panics) and
+        // never re-seeds the node.
+        allow_log_reversion: Some(true),
         ..Default::default()
     }
     .validate()

@@ -44,6 +44,8 @@ struct MetaState {
 }
 
 struct Shared {
+    /// The raft directory (log, meta file, re-seed marker).
+    dir: std::path::PathBuf,
     log: SegmentLog,
     meta: Mutex<MetaState>,
     /// Last log id appended (or the purge point when the log is empty).
@@ -67,6 +69,34 @@ pub struct LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     shared: Arc<Shared>,
+}
+
+/// Present while the node must be re-seeded before it votes (see
+/// [`LogStore::reseed_needed`]): first line `trove-reseed 1`, then the reason.
+const RESEED_MARKER: &str = "RESEED";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Present while the derived state must be rebuilt before Raft starts (see
+/// [`LogStore::state_rebuild_pending`]).
+const REBUILD_MARKER: &str = "REBUILD-STATE";
+
+/// Writes a marker file durably.
+fn write_marker(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    trove_storage::fsutil::sync_dir(dir).map_err(io_err)
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -93,7 +123,39 @@ impl LogStore {
             Some(p) => decode(&p)?,
             None => RaftMetaRecord::default(),
         };
-        let (log, report) = SegmentLog::open(&dir.join("log"), LogOptions::default())?;
+        let log_dir = dir.join("log");
+        let (log, report) = match SegmentLog::open(&log_dir, LogOptions::default()) {
+            Err(trove_storage::StorageError::Corrupt { path, detail }) => {
+                // Not a torn tail: entries this node acknowledged may be gone. Keep the
+                // verified prefix, set the rest aside, and mark the node as needing to
+                // be re-seeded by a leader before it votes again (`reseed_needed`).
+                let aside = dir.join(format!("log-damaged-{}", unix_now()));
+                // The state machine may have applied entries the cut removes, beyond
+                // its latest snapshot; openraft cannot start from that (it would purge
+                // the log past the snapshot). The state is derived: it is rebuilt from
+                // the snapshot and the kept log (`state_rebuild_pending`). Marked before
+                // the cut, so a crash in between cannot skip it.
+                write_marker(dir, REBUILD_MARKER, "trove-rebuild-state 1\n")?;
+                let salvage = trove_storage::log::salvage(&log_dir, &aside)?.ok_or_else(|| {
+                    io_err(format!(
+                        "{}: {detail}, but no damage was found to set aside",
+                        path.display()
+                    ))
+                })?;
+                write_marker(
+                    dir,
+                    RESEED_MARKER,
+                    &format!(
+                        "trove-reseed 1\nraft log damaged from index {} ({}); damaged segments moved to {}\n",
+                        salvage.first_damaged,
+                        salvage.detail,
+                        salvage.set_aside.display()
+                    ),
+                )?;
+                SegmentLog::open(&log_dir, LogOptions::default())?
+            }
+            other => other?,
+        };
         if report.torn_tail_bytes_discarded > 0 {
             tracing::warn!(
                 bytes = report.torn_tail_bytes_discarded,
@@ -116,6 +178,7 @@ impl LogStore {
             None => rec.last_purged,
         };
         let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
             log,
             meta: Mutex::new(MetaState {
                 file: meta_file,
@@ -173,6 +236,55 @@ impl LogStore {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    /// Why this node must be re-seeded by a leader before it votes, if it must: its log
+    /// was found damaged (not a torn tail) and cut before the damage, so it may lack
+    /// entries it acknowledged. Persists across restarts until [`LogStore::reseeded`].
+    pub fn reseed_needed(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.shared.dir.join(RESEED_MARKER)).ok()?;
+        Some(
+            text.lines()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string(),
+        )
+    }
+
+    /// A leader has brought this node up to date: the damage is repaired.
+    pub fn reseeded(&self) -> io::Result<()> {
+        self.remove_marker(RESEED_MARKER)
+    }
+
+    /// Whether the state machine's store must be discarded and rebuilt from the latest
+    /// snapshot and the log before Raft starts: the log was cut below entries it may
+    /// have applied. Call [`LogStore::state_rebuilt`] once it is gone.
+    pub fn state_rebuild_pending(&self) -> bool {
+        self.shared.dir.join(REBUILD_MARKER).exists()
+    }
+
+    /// The index up to which the log was purged (covered by a snapshot), if any.
+    pub fn last_purged_index(&self) -> Option<u64> {
+        self.shared
+            .meta
+            .lock()
+            .ok()
+            .and_then(|m| m.rec.last_purged.map(|l| l.index))
+    }
+
+    /// The state store was discarded (see [`LogStore::state_rebuild_pending`]).
+    pub fn state_rebuilt(&self) -> io::Result<()> {
+        self.remove_marker(REBUILD_MARKER)
+    }
+
+    fn remove_marker(&self, name: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.shared.dir.join(name)) {
+            Ok(()) => trove_storage::fsutil::sync_dir(&self.shared.dir).map_err(io_err),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

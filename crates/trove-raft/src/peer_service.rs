@@ -32,12 +32,22 @@ pub type RecallHandler = Arc<
     dyn Fn(u64, RecallRequest) -> BoxFuture<'static, Result<RecallReply, String>> + Send + Sync,
 >;
 
+/// Serves a peer's request for the verified bytes of one chunk (implemented by the
+/// server, which reads its chunk store).
+pub type FetchChunkHandler = Arc<
+    dyn Fn(u64, trove_types::Sha256Digest) -> BoxFuture<'static, Result<bytes::Bytes, String>>
+        + Send
+        + Sync,
+>;
+
 /// What the server plugs into the peer service besides Raft itself.
 pub struct PeerHooks {
     /// Address announcements.
     pub announce: AnnounceHandler,
     /// Questions from restarting peers.
     pub recall: RecallHandler,
+    /// Chunk requests from peers repairing their copy.
+    pub fetch_chunk: FetchChunkHandler,
     /// Whether this node may vote yet.
     pub gate: Arc<VoteGate>,
 }
@@ -125,6 +135,17 @@ impl RaftPeer for PeerService {
         let ask: RecallRequest = self.open(req.get_ref())?;
         let from = req.get_ref().source_node_id;
         reply((self.hooks.recall)(from, ask).await)
+    }
+
+    async fn fetch_chunk(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        let hash: trove_types::Sha256Digest = self.open(req.get_ref())?;
+        let from = req.get_ref().source_node_id;
+        // `Vec<u8>`: postcard writes it as a length and the raw bytes.
+        reply(
+            (self.hooks.fetch_chunk)(from, hash)
+                .await
+                .map(|b| b.to_vec()),
+        )
     }
 
     async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {

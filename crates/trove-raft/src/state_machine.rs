@@ -58,7 +58,20 @@ struct Inner {
     apply_lock: Mutex<()>,
     /// The current snapshot (meta + directory).
     current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    /// Fetches a chunk this node lost from a peer (set by the server once it runs).
+    repairer: std::sync::OnceLock<ChunkRepairer>,
 }
+
+/// Fetches the chunk with this hash from a peer, verifies it and stores it in this
+/// node's chunk store (the server's `repair` module).
+pub type ChunkRepairer = Arc<
+    dyn Fn(trove_types::Sha256Digest) -> futures::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
+
+/// How many missing chunks one snapshot build repairs before giving up.
+const MAX_SNAPSHOT_REPAIRS: usize = 64;
 
 /// The state machine handed to openraft; clones share everything.
 #[derive(Clone)]
@@ -138,6 +151,7 @@ impl StateMachine {
                 snapshots_dir: snapshots_dir.to_path_buf(),
                 apply_lock: Mutex::new(()),
                 current: std::sync::Mutex::new(best),
+                repairer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -150,6 +164,55 @@ impl StateMachine {
     /// The Raft meta stored with the last applied entry.
     pub fn raft_meta(&self) -> io::Result<RaftMeta> {
         RaftMeta::decode(self.inner.store.raft_meta()?)
+    }
+
+    /// After the chunk store's copy of `hash` was repaired: if the current snapshot's
+    /// copy (a hard link that shared the damaged file) fails verification, links the
+    /// repaired file in its place, so the snapshot can again be installed and sent.
+    /// Returns whether it replaced anything.
+    pub fn repair_snapshot_chunk(&self, hash: &trove_types::Sha256Digest) -> io::Result<bool> {
+        let Some(dir) = self
+            .inner
+            .current
+            .lock()
+            .map_err(io_err)?
+            .as_ref()
+            .map(|(_, p)| p.clone())
+        else {
+            return Ok(false);
+        };
+        let name = hex::encode(hash);
+        let path = dir.join(trove_storage::snapshot::CHUNKS_DIR).join(&name);
+        if !path.exists() || trove_storage::chunks::read_verified_file(&path, hash).is_ok() {
+            return Ok(false);
+        }
+        let tmp = path.with_extension("repair");
+        let _ = std::fs::remove_file(&tmp);
+        self.inner
+            .store
+            .chunks()
+            .link_to(hash, &tmp)
+            .map_err(io_err)?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(parent) = path.parent() {
+            trove_storage::fsutil::sync_dir(parent).map_err(io_err)?;
+        }
+        tracing::warn!(chunk = %name, snapshot = %dir.display(), "replaced the snapshot's damaged copy of a repaired chunk");
+        Ok(true)
+    }
+
+    /// Lets snapshot builds fetch chunks this node lost from its peers (once).
+    pub fn set_chunk_repairer(&self, r: ChunkRepairer) {
+        let _ = self.inner.repairer.set(r);
+    }
+
+    /// Whether a valid snapshot was found (at open) or built since.
+    pub fn has_snapshot(&self) -> bool {
+        self.inner
+            .current
+            .lock()
+            .map(|c| c.is_some())
+            .unwrap_or(false)
     }
 
     /// Directory where incoming snapshots are assembled (same filesystem as the store).
@@ -454,17 +517,39 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let dir = inner.snapshots_dir.join(snapshot_name(&meta));
         let meta_bytes = encode(&meta)?;
-        let dir2 = dir.clone();
-        let inner2 = inner.clone();
-        blocking(move || {
-            if dir2.exists() {
-                // Same point as an existing snapshot: rebuild it cleanly.
-                std::fs::remove_dir_all(&dir2)?;
+        let mut repairs = 0;
+        loop {
+            let dir2 = dir.clone();
+            let inner2 = inner.clone();
+            let meta2 = meta_bytes.clone();
+            let exported = blocking(move || {
+                if dir2.exists() {
+                    // Same point as an existing snapshot: rebuild it cleanly.
+                    std::fs::remove_dir_all(&dir2)?;
+                }
+                Ok(inner2.store.export_snapshot(&dir2, &meta2))
+            })
+            .await?;
+            match exported {
+                Ok(_) => break,
+                // A chunk file this node lost (the scrubber may not have reached it
+                // yet): fetch it from a peer and build again, rather than fail Raft.
+                Err(trove_storage::StorageError::MissingChunk(hash))
+                    if repairs < MAX_SNAPSHOT_REPAIRS
+                        && let Some(repair) = inner.repairer.get() =>
+                {
+                    repairs += 1;
+                    tracing::warn!(chunk = %hex::encode(hash), "snapshot build met a missing chunk; fetching it from a peer");
+                    repair(hash).await.map_err(|e| {
+                        io_err(format!(
+                            "snapshot build: chunk {} is missing and could not be repaired: {e}",
+                            hex::encode(hash)
+                        ))
+                    })?;
+                }
+                Err(e) => return Err(io_err(e)),
             }
-            inner2.store.export_snapshot(&dir2, &meta_bytes)?;
-            Ok(())
-        })
-        .await?;
+        }
         drop(_guard);
         self.set_current(meta.clone(), dir.clone())?;
         metrics::histogram!(trove_types::metrics::SNAPSHOT_BUILD_SECONDS)

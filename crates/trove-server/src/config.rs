@@ -19,6 +19,11 @@ pub struct Tuning {
     pub snapshot_every_entries: u64,
     /// How often the leader proposes the expiry of abandoned uploads and old request ids.
     pub expire_interval_ms: u64,
+    /// Rate at which the scrubber reads and verifies chunks, in bytes per second
+    /// (0: unthrottled; passes then run only when requested, see `scrub_interval_secs`).
+    pub scrub_rate_bytes_per_sec: u64,
+    /// Seconds between the starts of scheduled scrub passes (0: only on request).
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for Tuning {
@@ -29,6 +34,8 @@ impl Default for Tuning {
             election_max_ms: 1600,
             snapshot_every_entries: 1024,
             expire_interval_ms: 60_000,
+            scrub_rate_bytes_per_sec: 16 * 1024 * 1024,
+            scrub_interval_secs: 24 * 60 * 60,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod formats;
 pub mod identity;
 pub mod node;
 pub mod recovery;
+pub mod repair;
 pub mod restore;
 pub mod telemetry;
 
@@ -35,8 +36,8 @@ use trove_proto::v1::objects_server::ObjectsServer;
 use trove_proto::v1::records_server::RecordsServer;
 use trove_proto::v1::{AddNodeRequest, StatusRequest};
 use trove_raft::{
-    AnnounceHandler, LogStore, Network, PeerHooks, PeerIdentity, PeerService, Raft, RecallHandler,
-    StateMachine, TroveNode,
+    AnnounceHandler, FetchChunkHandler, LogStore, Network, PeerHooks, PeerIdentity, PeerService,
+    Raft, RecallHandler, StateMachine, TroveNode,
 };
 use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
@@ -185,11 +186,37 @@ pub async fn run(
             "was leader before this start; starting as a follower"
         );
     }
+    let rebuilding = log.state_rebuild_pending();
+    if rebuilding {
+        // The damaged log was cut below what the state may have applied: rebuild the
+        // (derived) state from the latest snapshot and the kept log.
+        let state = dir.join("state");
+        tracing::warn!(node = config.node_id, dir = %state.display(), "discarding the state store, to rebuild it from the snapshot and the log");
+        match std::fs::remove_dir_all(&state) {
+            Ok(()) => trove_storage::fsutil::sync_dir(&dir).map_err(ServerError::from_storage)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::Storage(format!("{}: {e}", state.display()))),
+        }
+    }
     let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
     let store =
         Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
     let sm =
         StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
+    if rebuilding
+        && !sm.has_snapshot()
+        && let Some(purged) = log.last_purged_index()
+    {
+        return Err(ServerError::Storage(format!(
+            "the raft log in {} was damaged and this node's state cannot be rebuilt from what is left (no valid snapshot, and the log up to index {purged} was purged). Move the data directory away (mv {} {}.damaged) and start the node again with the same command: it will be re-seeded from its peers and will not vote until then",
+            raft_dir.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if rebuilding {
+        log.state_rebuilt().map_err(ServerError::from_storage)?;
+    }
     backup::remove_leftovers(&dir)?;
     let recovery = Arc::new(recovery::Recovery::open(&dir, &ident.incarnation)?);
 
@@ -231,6 +258,17 @@ pub async fn run(
         node = config.node_id, cluster = %ident.cluster_id, client = %config.client_addr(), peer = %config.peer_addr(),
         "trove node starting"
     );
+    // Snapshot builds fetch chunks this node lost from its peers (weak: no cycle).
+    let weak = Arc::downgrade(&node);
+    sm.set_chunk_repairer(Arc::new(move |hash| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let node = weak.upgrade().ok_or("the node is stopping")?;
+            repair::restore_missing(&node, hash)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -254,9 +292,15 @@ pub async fn run(
                 .map_err(|e| e.to_string())?
         })
     });
+    let fetch_node = node.clone();
+    let fetch_chunk: FetchChunkHandler = Arc::new(move |from, hash| {
+        let n = fetch_node.clone();
+        Box::pin(async move { repair::serve_fetch(&n, from, hash).await })
+    });
     let hooks = PeerHooks {
         announce,
         recall,
+        fetch_chunk,
         gate: node.recovery.gate.clone(),
     };
     let peer_svc =
@@ -343,6 +387,8 @@ pub async fn run(
         }
     }
     tasks.spawn(recovery::keep_watermarks(node.clone(), stop_rx.clone()));
+    // The scrubber ends only with the node.
+    tokio::spawn(repair::scrub(node.clone(), stop_rx.clone()));
 
     tasks.spawn(background(node.clone(), health_reporter, stop_rx.clone()));
 

@@ -48,6 +48,8 @@ pub struct Node {
     pub network: Network,
     /// Start-up recovery: the vote gate and what this node knows of its peers.
     pub recovery: Arc<crate::recovery::Recovery>,
+    /// Chunk repair and scrubbing: settings and what was found.
+    pub chunk_health: Arc<crate::repair::ChunkHealth>,
     /// Serialises membership changes: concurrent changes could leave a joint config.
     pub admin_lock: tokio::sync::Mutex<()>,
     client_channels: Mutex<HashMap<String, Channel>>,
@@ -72,6 +74,11 @@ impl Node {
         network: Network,
         recovery: Arc<crate::recovery::Recovery>,
     ) -> Node {
+        let t = &config.tuning;
+        let chunk_health = Arc::new(crate::repair::ChunkHealth::new(
+            t.scrub_rate_bytes_per_sec,
+            Duration::from_secs(t.scrub_interval_secs),
+        ));
         Node {
             id: config.node_id,
             cluster_id,
@@ -81,6 +88,7 @@ impl Node {
             log,
             network,
             recovery,
+            chunk_health,
             admin_lock: tokio::sync::Mutex::new(()),
             client_channels: Mutex::new(HashMap::new()),
         }

@@ -33,6 +33,10 @@
 //!   therefore never re-founds the cluster, even when it first founded it without the
 //!   peer it now asks: it waits to be re-seeded by the leader.
 //!
+//! - A node whose raft log was found damaged at start-up (not a torn tail; the log store
+//!   cut it before the damage and left a `RESEED` marker) opens its gate only by rule 2:
+//!   the entries it lost may be ones it acknowledged, and no watermark may cover them.
+//!
 //! The price is availability in one case: a node that restarts while another voter is
 //! unreachable and no leader exists waits for that voter (in a three-node cluster with
 //! the leader down, the cluster waits for it), because then nothing can tell a restart
@@ -357,6 +361,12 @@ pub async fn recover(node: NodeRef, founding: Option<Vec<(u64, String)>>) {
         }
         return;
     }
+    // A damaged log was cut before the damage (`LogStore::open`): entries this node
+    // acknowledged may be gone, so only a leader's catch-up (rule 2) may open the gate.
+    let damaged = node.log.reseed_needed();
+    if let Some(why) = &damaged {
+        tracing::error!(node = node.id, %why, "not voting until a leader re-sends what the damaged log lost");
+    }
     let mut catch_up: Option<(u64, u64)> = None; // (leader, target index)
     let mut told_lost = false;
     let mut lost_volume_seen_by: Option<(u64, String)> = None;
@@ -480,7 +490,7 @@ pub async fn recover(node: NodeRef, founding: Option<Vec<(u64, String)>>) {
         }
 
         // 1. Everyone who could know answered, and nobody saw us further along.
-        if unreachable.is_empty() && max_watermark <= my_last {
+        if damaged.is_none() && unreachable.is_empty() && max_watermark <= my_last {
             gate.open(max_term);
             tracing::info!(
                 node = node.id,
@@ -501,6 +511,14 @@ pub async fn recover(node: NodeRef, founding: Option<Vec<(u64, String)>>) {
             };
             catch_up = Some((leader, target));
             if applied >= target {
+                if damaged.is_some()
+                    && let Err(e) = node.log.reseeded()
+                {
+                    // Stay closed: the marker must not outlive a repair it cannot record.
+                    gate.set_waiting_for(format!("cannot clear the re-seed marker: {e}"));
+                    tokio::time::sleep(ASK_EVERY).await;
+                    continue;
+                }
                 gate.open(max_term);
                 tracing::info!(
                     node = node.id,
@@ -513,6 +531,10 @@ pub async fn recover(node: NodeRef, founding: Option<Vec<(u64, String)>>) {
             }
             gate.set_waiting_for(format!(
                 "catching up with leader {leader}: applied {applied} of {target}"
+            ));
+        } else if let Some(why) = &damaged {
+            gate.set_waiting_for(format!(
+                "this node's raft log was damaged and cut before the damage ({why}): waiting for a leader to re-send the lost entries"
             ));
         } else if let Some((peer, w)) = lost {
             gate.set_waiting_for(format!(

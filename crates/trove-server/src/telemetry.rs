@@ -206,6 +206,19 @@ pub async fn observe(
     let mut last_leader: Option<u64> = None;
     let mut last_storage: Option<Instant> = None;
     let mut last_upkeep = Instant::now();
+    // Chunk-health counters are exported from the start (as 0), so that an alert on
+    // their increase has a series to watch before the first problem.
+    for name in [
+        names::CHUNKS_REPAIRED,
+        names::CHUNKS_UNREPAIRABLE,
+        names::SCRUB_CORRUPT_FOUND,
+        names::SCRUB_MISSING_FOUND,
+        names::SCRUB_CHUNKS_CHECKED,
+        names::SCRUB_BYTES_CHECKED,
+        names::SCRUB_PASSES,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -223,6 +236,12 @@ pub async fn observe(
         metrics::gauge!(names::PROPOSALS_APPLIED).set(applied as f64);
         metrics::gauge!(names::APPLY_LAG).set(committed.saturating_sub(applied) as f64);
         metrics::gauge!(names::READY).set(bool_f(crate::admin::readiness(&node).is_ok()));
+        let scrub = node.chunk_health.stats();
+        metrics::gauge!(names::SCRUB_PASS_PROGRESS).set(scrub.progress());
+        if scrub.last_pass_finished_unix > 0 {
+            metrics::gauge!(names::SCRUB_LAST_PASS_FINISHED)
+                .set(scrub.last_pass_finished_unix as f64);
+        }
         if let (true, Some(repl)) = (is_leader, m.replication.as_ref()) {
             for (peer, matched) in repl.iter().filter(|(p, _)| **p != node.id) {
                 let lag = committed.saturating_sub(matched.map(|l| l.index).unwrap_or(0));

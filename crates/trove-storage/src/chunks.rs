@@ -230,9 +230,9 @@ impl ChunkStore {
         let src = self.path_of(hash);
         match fs::hard_link(&src, dest) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound && !src.exists() => Err(
-                StorageError::NotFound(format!("chunk {}", hex::encode(hash))),
-            ),
+            Err(e) if e.kind() == ErrorKind::NotFound && !src.exists() => {
+                Err(StorageError::MissingChunk(*hash))
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StorageError::io(dest, e)),
             Err(_) => copy_durable(&src, dest),
         }
@@ -585,7 +585,7 @@ mod tests {
         let (missing, _) = chunk(8, 64);
         assert!(matches!(
             store.link_to(&missing, &tmp.path().join("x")),
-            Err(StorageError::NotFound(_))
+            Err(StorageError::MissingChunk(h)) if h == missing
         ));
     }
 

@@ -28,6 +28,10 @@ pub enum StorageError {
     /// A requested item does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A chunk the state refers to has no file in the chunk store (it can be fetched
+    /// again from a peer).
+    #[error("chunk {} is missing from the chunk store", hex::encode(.0))]
+    MissingChunk(trove_types::Sha256Digest),
     /// Bytes do not match the hash they were stored under.
     #[error("checksum mismatch: {0}")]
     ChecksumMismatch(String),

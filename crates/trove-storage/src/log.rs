@@ -33,6 +33,9 @@
 //!    no valid record after it is a torn write from a crash: it is cut off (truncate + fsync).
 //!    Any other damage (bad record in an earlier segment, a bad record followed by a valid
 //!    one, bad header, index gap) is `Corrupt`: the node needs repair, we never guess.
+//!    [`salvage`] is that repair's mechanical half: it keeps the verified prefix and sets
+//!    the rest aside; the Raft layer then keeps the node from voting until a leader has
+//!    sent the lost entries again (they may have been acknowledged, even committed).
 //!    Note: out-of-order writeback of *unsynced* data could in principle leave a hole before
 //!    valid unsynced records; that too is reported as `Corrupt` (costs this node's
 //!    availability, never data).
@@ -54,7 +57,9 @@ use crate::error::{Result, StorageError};
 use crate::fsutil::{create_dir_durable, sync_dir};
 
 mod check;
+mod salvage;
 pub use check::{LogInspection, inspect_log_dir};
+pub use salvage::{Salvage, salvage};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TRVLOG\0\0";
@@ -755,6 +760,39 @@ fn encode_record(buf: &mut Vec<u8>, index: u64, payload: &[u8]) {
 /// the end of the last valid record. A bad record is accepted as a torn tail only at the
 /// end of the last segment with no valid record after it; anything else is `Corrupt`.
 fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64)> {
+    let scan = scan_until_bad(seg)?;
+    let Some((bad, intact)) = scan.bad else {
+        return Ok((scan.locs, scan.valid_len));
+    };
+    if !is_last || intact {
+        return Err(StorageError::corrupt(
+            &seg.path,
+            format!("{bad}, in a segment that is not the last"),
+        ));
+    }
+    let expected = seg.first_index + scan.locs.len() as u64;
+    if let Some(at) = find_valid_record_after(seg, scan.valid_len, expected)? {
+        return Err(StorageError::corrupt(
+            &seg.path,
+            format!("{bad}, followed by a valid record at offset {at}"),
+        ));
+    }
+    Ok((scan.locs, scan.valid_len))
+}
+
+/// The records of a segment up to the first one that fails verification.
+struct Scan {
+    locs: Vec<Loc>,
+    /// End of the last valid record.
+    valid_len: u64,
+    /// What is wrong with the record at `valid_len`, if it is not the end of the file,
+    /// and whether that record passed its checksum (then it is no torn write).
+    bad: Option<(String, bool)>,
+}
+
+/// Reads and verifies records from the start of a segment (whose header is valid) until
+/// the end of the file or the first record that fails (length, checksum, index).
+fn scan_until_bad(seg: &Found) -> Result<Scan> {
     let io = |e| StorageError::io(&seg.path, e);
     let mut file = &seg.file;
     file.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES))
@@ -768,44 +806,35 @@ fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64)> {
         let remaining = seg.file_len - offset;
         let mut h = [0u8; RECORD_HEADER_BYTES as usize];
         let problem = if remaining < RECORD_HEADER_BYTES {
-            Some("incomplete record header")
+            Some(("incomplete record header".to_string(), false))
         } else {
             reader.read_exact(&mut h).map_err(io)?;
             let len = le_u32(&h[8..12]);
             if len > MAX_RECORD_PAYLOAD_BYTES {
-                Some("record length beyond the limit")
+                Some(("record length beyond the limit".to_string(), false))
             } else if u64::from(len) > remaining - RECORD_HEADER_BYTES {
-                Some("record extends past the end of the file")
+                Some(("record extends past the end of the file".to_string(), false))
             } else {
                 payload.resize(len as usize, 0);
                 reader.read_exact(&mut payload).map_err(io)?;
-                (record_crc(&h[..12], &payload) != le_u32(&h[12..16]))
-                    .then_some("checksum mismatch")
+                if record_crc(&h[..12], &payload) != le_u32(&h[12..16]) {
+                    Some(("checksum mismatch".to_string(), false))
+                } else if le_u64(&h[0..8]) != expected {
+                    Some((format!("has index {}", le_u64(&h[0..8])), true))
+                } else {
+                    None
+                }
             }
         };
-        if let Some(problem) = problem {
-            let detail =
-                format!("record at offset {offset} (expected index {expected}): {problem}");
-            if !is_last {
-                return Err(StorageError::corrupt(
-                    &seg.path,
-                    format!("{detail}, in a segment that is not the last"),
-                ));
-            }
-            if let Some(at) = find_valid_record_after(seg, offset, expected)? {
-                return Err(StorageError::corrupt(
-                    &seg.path,
-                    format!("{detail}, followed by a valid record at offset {at}"),
-                ));
-            }
-            return Ok((locs, offset));
-        }
-        let index = le_u64(&h[0..8]);
-        if index != expected {
-            return Err(StorageError::corrupt(
-                &seg.path,
-                format!("record at offset {offset} has index {index}, expected {expected}"),
-            ));
+        if let Some((problem, intact)) = problem {
+            return Ok(Scan {
+                locs,
+                valid_len: offset,
+                bad: Some((
+                    format!("record at offset {offset} (expected index {expected}): {problem}"),
+                    intact,
+                )),
+            });
         }
         locs.push(Loc {
             offset,
@@ -814,7 +843,11 @@ fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64)> {
         offset += RECORD_HEADER_BYTES + payload.len() as u64;
         expected += 1;
     }
-    Ok((locs, offset))
+    Ok(Scan {
+        locs,
+        valid_len: offset,
+        bad: None,
+    })
 }
 
 /// Looks for any valid record starting after `bad_offset` whose index could belong to the

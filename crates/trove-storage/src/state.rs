@@ -392,6 +392,55 @@ impl StateStore {
         })
     }
 
+    /// Up to `limit` chunks the state refers to (objects and uploads), in hash order,
+    /// starting after `after`: the scrubber pages through them with bounded memory.
+    pub fn referenced_chunks(
+        &self,
+        after: Option<&Sha256Digest>,
+        limit: usize,
+    ) -> Result<Vec<Sha256Digest>> {
+        self.with_tree(|t| {
+            let start = match after {
+                // The smallest key greater than `c/<after>`.
+                Some(h) => {
+                    let mut k = codec::refcount_key(h);
+                    k.push(0);
+                    k
+                }
+                None => codec::REFCOUNT.to_vec(),
+            };
+            let mut out = Vec::new();
+            for kv in t.range(start..) {
+                let (k, _) = kv?;
+                let Some(hash) = codec::refcount_hash(&k) else {
+                    break;
+                };
+                out.push(hash);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// How many distinct chunks the state refers to.
+    pub fn referenced_chunk_count(&self) -> Result<u64> {
+        self.with_tree(|t| {
+            let mut n = 0u64;
+            for kv in t.scan_prefix(codec::REFCOUNT) {
+                kv?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Whether an object or upload refers to the chunk `hash`.
+    pub fn is_chunk_referenced(&self, hash: &Sha256Digest) -> Result<bool> {
+        self.with_tree(|t| Ok(t.contains_key(codec::refcount_key(hash))?))
+    }
+
     /// Removes chunk files that no object or upload refers to, returning how many. They
     /// appear when a crash falls between applying a batch and removing the files it
     /// released, or when a snapshot install fails half-way. Best called once the state has

@@ -480,6 +480,115 @@ impl ProcessCluster {
         }
     }
 
+    /// Damages up to `n` of node `id`'s chunk files (it may be running), chosen with
+    /// `rng`, each in one of four ways: a flipped bit, a zeroed range, a truncation, a
+    /// deletion. Returns what was done, one line per file.
+    pub fn damage_chunks(
+        &self,
+        id: u64,
+        n: usize,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Vec<String>> {
+        let root = self.data_dir(id)?.join("chunks");
+        let mut files = Vec::new();
+        let shards = std::fs::read_dir(&root)
+            .map_err(|e| TestkitError::io(format!("list {}", root.display()), e))?;
+        for shard in shards.flatten() {
+            let name = shard.file_name();
+            if name.len() != 2 || !shard.path().is_dir() {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(shard.path()) {
+                files.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+        files.sort();
+        let mut done = Vec::new();
+        for _ in 0..n {
+            if files.is_empty() {
+                break;
+            }
+            let path = files.swap_remove(rng.random_range(0..files.len()));
+            let io = |e| TestkitError::io(format!("damage {}", path.display()), e);
+            let how = match rng.random_range(0..4u8) {
+                3 => {
+                    std::fs::remove_file(&path).map_err(io)?;
+                    "deleted"
+                }
+                2 => {
+                    let len = std::fs::metadata(&path).map_err(io)?.len();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(len / 2))
+                        .map_err(io)?;
+                    "truncated"
+                }
+                k => {
+                    let mut d = std::fs::read(&path).map_err(io)?;
+                    if d.is_empty() {
+                        continue;
+                    }
+                    let at = rng.random_range(0..d.len());
+                    if k == 0 {
+                        d[at] ^= 1 << rng.random_range(0..8);
+                    } else {
+                        let end = (at + 512).min(d.len());
+                        if d[at..end].iter().all(|b| *b == 0) {
+                            d[at] = 0xff;
+                        } else {
+                            d[at..end].fill(0);
+                        }
+                    }
+                    std::fs::write(&path, d).map_err(io)?;
+                    if k == 0 {
+                        "bit flipped"
+                    } else {
+                        "range zeroed"
+                    }
+                }
+            };
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            done.push(format!("chunk {}… {how}", &name[..name.len().min(12)]));
+        }
+        Ok(done)
+    }
+
+    /// Flips a byte in the middle of node `id`'s newest raft log segment (the node must
+    /// be down). Returns false if it has no segment.
+    pub fn damage_log(&mut self, id: u64, rng: &mut impl rand::Rng) -> Result<bool> {
+        self.require_down(id, "its log can be damaged")?;
+        let dir = self.data_dir(id)?.join("raft").join("log");
+        let newest = std::fs::read_dir(&dir)
+            .map_err(|e| TestkitError::io(format!("list {}", dir.display()), e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max();
+        let Some(path) = newest else {
+            return Ok(false);
+        };
+        let io = |e| TestkitError::io(format!("damage {}", path.display()), e);
+        let mut d = std::fs::read(&path).map_err(io)?;
+        if d.len() < 64 {
+            return Ok(false);
+        }
+        // Between 30% and 60% of the file: records follow, so this is no torn tail.
+        let at = d.len() * rng.random_range(30..=60) / 100;
+        d[at] ^= 0xa5;
+        std::fs::write(&path, d).map_err(io)?;
+        Ok(true)
+    }
+
+    /// Node `id`'s scrubber figures; with `start`, a pass begins first.
+    pub async fn scrub_of(&self, id: u64, start: bool) -> Result<trove_client::ScrubReport> {
+        let t = self.target(id)?;
+        t.client
+            .scrub_of(&t.client_addr, start)
+            .await
+            .map_err(|e| TestkitError::client(format!("scrub of node {id}"), e))
+    }
+
     /// Copies node `id`'s data directory (the node must be down) to `dest`, to roll it
     /// back to later with [`ProcessCluster::roll_back`].
     pub fn copy_volume(&mut self, id: u64, dest: &Path) -> Result<()> {

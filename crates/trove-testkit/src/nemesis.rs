@@ -57,11 +57,16 @@ pub enum FaultKind {
     /// A rolled-back volume: copy a node's data directory, let it acknowledge more
     /// writes, SIGKILL it, put the old copy back, restart it.
     Rollback,
+    /// Corruption on one node: while it runs, flip bits in, zero ranges of, truncate or
+    /// delete some of its chunk files and have its scrubber find and repair them from
+    /// peers; then SIGKILL it, flip a byte in the middle of its raft log and restart it
+    /// (it must not vote until a leader has re-sent what the damage cut off).
+    Corrupt,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -73,6 +78,7 @@ impl FaultKind {
         FaultKind::Membership,
         FaultKind::Wipe,
         FaultKind::Rollback,
+        FaultKind::Corrupt,
     ];
 
     /// The name used by `--faults` and in reports.
@@ -89,6 +95,7 @@ impl FaultKind {
             FaultKind::Membership => "membership",
             FaultKind::Wipe => "wipe",
             FaultKind::Rollback => "rollback",
+            FaultKind::Corrupt => "corrupt",
         }
     }
 
@@ -177,6 +184,13 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Plann
             // acknowledges writes) between the copy and the rollback.
             FaultKind::Wipe => (rng.random_range(1_000..=3_000), 0, 0),
             FaultKind::Rollback => (rng.random_range(2_000..=5_000), 0, 0),
+            // Corrupt: how long the node stays down for the log damage; `a` chunk files
+            // are damaged; `b` seeds the choice of files and damage.
+            FaultKind::Corrupt => (
+                rng.random_range(500..=2_000),
+                rng.random_range(1..=4),
+                rng.random(),
+            ),
         };
         // Restarts and membership changes take a few seconds beyond their hold.
         let cost = gap_ms
@@ -184,7 +198,7 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Plann
             + match kind {
                 FaultKind::Membership => 8_000,
                 // Re-seeding from a peer (a snapshot of the whole state) takes a while.
-                FaultKind::Wipe | FaultKind::Rollback => 5_000,
+                FaultKind::Wipe | FaultKind::Rollback | FaultKind::Corrupt => 5_000,
                 _ => 1_000,
             };
         if t + cost > total_ms.saturating_sub(2_000) {
@@ -217,6 +231,24 @@ pub struct FaultEvent {
     pub end_ns: u64,
     /// Why the fault could not be carried out, if it could not.
     pub error: Option<String>,
+    /// For `corrupt`: what was damaged and what the node's scrubber made of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<DamageOutcome>,
+}
+
+/// The outcome of a `corrupt` fault, checked by the report: every bad chunk the node
+/// found must have been repaired from a peer (one node's damage never costs data).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DamageOutcome {
+    pub node: u64,
+    /// Chunk files damaged.
+    pub chunks_damaged: u64,
+    /// Bad chunks the node found (scrub pass or reads) while the fault ran.
+    pub chunks_found: u64,
+    pub chunks_repaired: u64,
+    pub chunks_unrepairable: u64,
+    /// Whether a byte of its raft log was flipped before its restart.
+    pub log_damaged: bool,
 }
 
 /// Executes a schedule.
@@ -255,6 +287,7 @@ impl Nemesis {
                 start_ns,
                 end_ns: start_ns,
                 error: None,
+                damage: None,
             };
             if let Err(e) = self.execute(f, &mut ev, stop).await {
                 ev.error = Some(e.to_string());
@@ -443,8 +476,70 @@ impl Nemesis {
                 c.restart(id, &[]).await?;
                 ev.detail = format!("node {id}'s data directory rolled back by {hold:?}");
             }
+            FaultKind::Corrupt => self.corrupt(f, ev, hold, stop).await?,
         }
         Ok(())
+    }
+
+    /// Damages one node's chunk files while it runs and has its scrubber repair them,
+    /// then damages its raft log while it is down (see [`FaultKind::Corrupt`]).
+    async fn corrupt(
+        &self,
+        f: &PlannedFault,
+        ev: &mut FaultEvent,
+        hold: Duration,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        self.no_node_recovering().await?;
+        let id = self.target(f, ev).await?;
+        let mut rng = StdRng::seed_from_u64(f.b);
+        let mut out = DamageOutcome {
+            node: id,
+            ..DamageOutcome::default()
+        };
+        let c = self.cluster.lock().await;
+        let before = c.scrub_of(id, false).await?;
+        let damaged = c.damage_chunks(id, f.a as usize, &mut rng)?;
+        out.chunks_damaged = damaged.len() as u64;
+        c.scrub_of(id, true).await?;
+        drop(c);
+        // Wait for the pass (reads by the workload may repair some chunks first).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let after = loop {
+            let r = self.cluster.lock().await.scrub_of(id, false).await?;
+            if !r.running && r.passes_completed > before.passes_completed {
+                break r;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestkitError::Timeout(format!(
+                    "node {id}'s scrub pass did not finish within 60s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        out.chunks_found = (after.corrupt_found + after.missing_found)
+            .saturating_sub(before.corrupt_found + before.missing_found);
+        out.chunks_repaired = after.repaired.saturating_sub(before.repaired);
+        out.chunks_unrepairable = after.unrepairable.saturating_sub(before.unrepairable);
+        let mut c = self.cluster.lock().await;
+        c.kill(id)?;
+        out.log_damaged = c.damage_log(id, &mut rng)?;
+        drop(c);
+        ev.detail = format!(
+            "node {id}: {}; scrub found {}, repaired {}, unrepairable {}; raft log byte flipped: {}; down {hold:?}",
+            if damaged.is_empty() {
+                "no chunk file to damage".to_string()
+            } else {
+                damaged.join(", ")
+            },
+            out.chunks_found,
+            out.chunks_repaired,
+            out.chunks_unrepairable,
+            out.log_damaged
+        );
+        ev.damage = Some(out);
+        sleep_or_stop(hold, stop).await;
+        self.cluster.lock().await.restart(id, &[]).await
     }
 
     /// Disk faults hit one node at a time (two lost volumes at once are beyond what a

@@ -156,6 +156,7 @@ impl Report {
             || !self.linearizability.violations.is_empty()
             || !self.revisions.is_empty()
             || !self.invariants.violations.is_empty()
+            || !self.damage_violations().is_empty()
             || self.convergence.diverged;
         let undecided = !self.oracle.passed()
             || !self.linearizability.timeouts.is_empty()
@@ -169,6 +170,22 @@ impl Report {
         } else {
             Verdict::Pass
         };
+    }
+
+    /// `corrupt` faults whose damage was not all repaired from peers: one node's bad
+    /// chunks must never cost data while the other nodes hold intact copies.
+    pub fn damage_violations(&self) -> Vec<String> {
+        self.faults
+            .iter()
+            .filter_map(|f| f.damage.as_ref())
+            .filter(|d| d.chunks_unrepairable > 0 || d.chunks_repaired < d.chunks_found)
+            .map(|d| {
+                format!(
+                    "node {}: {} bad chunks found, {} repaired, {} unrepairable",
+                    d.node, d.chunks_found, d.chunks_repaired, d.chunks_unrepairable
+                )
+            })
+            .collect()
     }
 
     /// Faults per kind, as `kind=count` (with how many hit the leader).
@@ -282,6 +299,26 @@ impl fmt::Display for Report {
             self.invariants.terms_with_leader
         )?;
         writeln!(f, "faults         {}", self.fault_counts())?;
+        let damage: Vec<_> = self
+            .faults
+            .iter()
+            .filter_map(|f| f.damage.as_ref())
+            .collect();
+        if !damage.is_empty() {
+            let sum = |g: fn(&crate::nemesis::DamageOutcome) -> u64| -> u64 {
+                damage.iter().map(|d| g(d)).sum()
+            };
+            writeln!(
+                f,
+                "disk damage    chunk files damaged {}, found {}, repaired from peers {}, unrepairable {}; raft logs damaged {}: {}",
+                sum(|d| d.chunks_damaged),
+                sum(|d| d.chunks_found),
+                sum(|d| d.chunks_repaired),
+                sum(|d| d.chunks_unrepairable),
+                damage.iter().filter(|d| d.log_damaged).count(),
+                ok_or(self.damage_violations().is_empty())
+            )?;
+        }
         writeln!(
             f,
             "recovery       leader losses {}: new leader p50={:.1}s max={:.1}s; longest unavailability {:.1}s (at {:.0}s); ok/s calm {:.0}, during faults {:.0}",
@@ -326,6 +363,9 @@ impl fmt::Display for Report {
         }
         for v in self.invariants.violations.iter().take(10) {
             writeln!(f, "  invariant: {v}")?;
+        }
+        for v in self.damage_violations() {
+            writeln!(f, "  disk damage: {v}")?;
         }
         for e in &self.errors {
             writeln!(f, "  error: {e}")?;

@@ -2,8 +2,7 @@
 //!
 //! Names and units follow etcd's (`etcd_server_has_leader`, `etcd_disk_wal_fsync_duration_seconds`,
 //! `grpc_server_handled_total`), so dashboards and alerts written for etcd carry over with a
-//! prefix change. Nothing is exported for features Trove does not have yet (no chunk repair,
-//! no scrubbing): an absent series is honest, a constant zero would not be.
+//! prefix change.
 
 /// 1 if this node knows a leader, else 0.
 pub const HAS_LEADER: &str = "trove_server_has_leader";
@@ -46,6 +45,25 @@ pub const OBJECTS: &str = "trove_storage_objects";
 pub const BUCKETS: &str = "trove_storage_buckets";
 /// Distinct chunks stored (content-addressed, deduplicated).
 pub const CHUNKS: &str = "trove_storage_chunks";
+/// Chunks fetched again from a peer, verified and rewritten after this node's copy was
+/// found corrupt or missing (by a read or by the scrubber).
+pub const CHUNKS_REPAIRED: &str = "trove_chunks_repaired_total";
+/// Bad chunks no peer could supply intact (reads of them fail with DATA_LOSS).
+pub const CHUNKS_UNREPAIRABLE: &str = "trove_chunks_unrepairable_total";
+/// Chunk files found corrupt (bytes not matching their SHA-256; quarantined).
+pub const SCRUB_CORRUPT_FOUND: &str = "trove_scrub_corrupt_chunks_found_total";
+/// Chunks the state refers to whose file was missing.
+pub const SCRUB_MISSING_FOUND: &str = "trove_scrub_missing_chunks_found_total";
+/// Chunks the scrubber read and verified.
+pub const SCRUB_CHUNKS_CHECKED: &str = "trove_scrub_chunks_checked_total";
+/// Bytes the scrubber read and verified.
+pub const SCRUB_BYTES_CHECKED: &str = "trove_scrub_bytes_checked_total";
+/// Scrub passes completed.
+pub const SCRUB_PASSES: &str = "trove_scrub_passes_completed_total";
+/// Fraction of the current (or last) scrub pass done, 0 to 1.
+pub const SCRUB_PASS_PROGRESS: &str = "trove_scrub_pass_progress_ratio";
+/// Unix time the last scrub pass finished.
+pub const SCRUB_LAST_PASS_FINISHED: &str = "trove_scrub_last_pass_finished_timestamp_seconds";
 /// gRPC requests finished, by `grpc_service`, `grpc_method` and `grpc_code`.
 pub const GRPC_HANDLED: &str = "grpc_server_handled_total";
 /// gRPC request duration (whole stream for streaming calls), by service and method.
@@ -141,6 +159,47 @@ pub const ALL: &[(&str, Kind, &str)] = &[
     (OBJECTS, Kind::Gauge, "Objects in the state machine."),
     (BUCKETS, Kind::Gauge, "Buckets in the state machine."),
     (CHUNKS, Kind::Gauge, "Distinct chunks stored."),
+    (
+        CHUNKS_REPAIRED,
+        Kind::Counter,
+        "Chunks fetched again from a peer, verified and rewritten after this node's copy was found corrupt or missing.",
+    ),
+    (
+        CHUNKS_UNREPAIRABLE,
+        Kind::Counter,
+        "Bad chunks no peer could supply intact (reads of them fail with DATA_LOSS).",
+    ),
+    (
+        SCRUB_CORRUPT_FOUND,
+        Kind::Counter,
+        "Chunk files found corrupt (bytes not matching their SHA-256; quarantined).",
+    ),
+    (
+        SCRUB_MISSING_FOUND,
+        Kind::Counter,
+        "Chunks the state refers to whose file was missing.",
+    ),
+    (
+        SCRUB_CHUNKS_CHECKED,
+        Kind::Counter,
+        "Chunks the scrubber read and verified.",
+    ),
+    (
+        SCRUB_BYTES_CHECKED,
+        Kind::Counter,
+        "Bytes the scrubber read and verified.",
+    ),
+    (SCRUB_PASSES, Kind::Counter, "Scrub passes completed."),
+    (
+        SCRUB_PASS_PROGRESS,
+        Kind::Gauge,
+        "Fraction of the current (or last) scrub pass done, 0 to 1.",
+    ),
+    (
+        SCRUB_LAST_PASS_FINISHED,
+        Kind::Gauge,
+        "Unix time the last scrub pass finished.",
+    ),
     (
         GRPC_HANDLED,
         Kind::Counter,

@@ -16,8 +16,8 @@ use trove_proto::v1::cluster_client::ClusterClient;
 use trove_proto::v1::cluster_server::Cluster;
 use trove_proto::v1::{
     AddNodeRequest, AddNodeResponse, BackupMessage, BackupRequest, MemberStatus, RemoveNodeRequest,
-    RemoveNodeResponse, StatusRequest, StatusResponse, TransferLeaderRequest,
-    TransferLeaderResponse,
+    RemoveNodeResponse, ScrubRequest, ScrubResponse, StatusRequest, StatusResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
 };
 use trove_raft::TroveNode;
 use trove_types::TroveError;
@@ -421,5 +421,13 @@ impl Cluster for ClusterService {
                 Ok(Response::new(s))
             }
         }
+    }
+
+    async fn scrub(&self, req: Request<ScrubRequest>) -> Result<Response<ScrubResponse>, Status> {
+        let health = &self.node.chunk_health;
+        if req.get_ref().start && !health.stats().running {
+            health.request_pass();
+        }
+        Ok(Response::new(health.response(self.node.id)))
     }
 }

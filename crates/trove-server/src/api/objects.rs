@@ -342,22 +342,22 @@ impl ObjectsService {
                 }
                 let from = start.max(c_start) - c_start;
                 let to = end.min(c_end) - c_start;
-                let n2 = node.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    n2.store().chunks().read_range(&c.hash, from, to - from)
-                })
-                .await;
-                let msg = match read {
-                    Ok(Ok(data)) => Ok(GetObjectResponse {
-                        part: Some(get_object_response::Part::Data(data)),
+                // Verified bytes only; a corrupt or missing copy is repaired from a peer.
+                let msg = match crate::repair::read_chunk(&node, c.hash).await {
+                    Ok(data) if data.len() as u64 >= to => Ok(GetObjectResponse {
+                        part: Some(get_object_response::Part::Data(
+                            data.slice(from as usize..to as usize),
+                        )),
                     }),
-                    Ok(Err(e)) => Err(status(TroveError::DataLoss(format!(
-                        "chunk {} of {}/{} failed verification and was not served: {e}",
+                    Ok(data) => Err(status(TroveError::DataLoss(format!(
+                        "chunk {} of {}/{} holds {} bytes, its manifest says {}",
                         hex::encode(c.hash),
                         r.bucket,
-                        r.key
+                        r.key,
+                        data.len(),
+                        c.len
                     )))),
-                    Err(e) => Err(internal(e)),
+                    Err(e) => Err(status(e)),
                 };
                 let stop = msg.is_err();
                 if tx.send(msg).await.is_err() || stop {
