@@ -373,3 +373,61 @@ async fn cli_json_shapes_and_exit_codes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_every_workload_and_prints_the_figures() {
+    deadline(TEST_TIMEOUT, async {
+        let mut cluster = Cluster::start(3).await;
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let ep = cluster.endpoints().join(",");
+        for workload in [
+            "record-put",
+            "record-get",
+            "record-get-local",
+            "record-cas",
+            "object-put",
+            "object-get",
+            "mixed",
+        ] {
+            let v = ok_json(
+                &ep,
+                &[
+                    "-o",
+                    "json",
+                    "bench",
+                    "--workload",
+                    workload,
+                    "--clients",
+                    "2",
+                    "--ops",
+                    "40",
+                    "--keys",
+                    "20",
+                    "--object-size",
+                    "300000",
+                ],
+            )
+            .await;
+            assert_eq!(v["workload"], workload);
+            assert_eq!(v["ops"], 40, "{v}");
+            assert_eq!(v["errors"], 0, "{v}");
+            assert!(v["ops_per_sec"].as_f64() > Some(0.0), "{v}");
+            let (p50, p99, p999) = (
+                v["p50_ms"].as_f64().expect("p50"),
+                v["p99_ms"].as_f64().expect("p99"),
+                v["p999_ms"].as_f64().expect("p999"),
+            );
+            assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{v}");
+            if workload.starts_with("object") {
+                // 40 objects of 300,000 bytes moved.
+                let mb =
+                    v["mb_per_sec"].as_f64().expect("mb/s") * v["seconds"].as_f64().expect("s");
+                assert!((mb - 12.0).abs() < 0.01, "{v}");
+            }
+        }
+        let out = trove(&ep, &["bench", "--ops", "10"], b"").await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(out.stdout.starts_with("WORKLOAD"), "{}", out.stdout);
+    })
+    .await;
+}

@@ -92,6 +92,8 @@ pub enum Command {
     /// Seeded chaos test: a local cluster under load while nodes are killed, paused,
     /// partitioned and replaced; checks that no acknowledged write was lost.
     Chaos(crate::chaos::ChaosArgs),
+    /// Closed-loop load against a cluster: ops/s, MB/s and p50/p99/p999 latency.
+    Bench(crate::bench::BenchArgs),
     /// Ask one node's gRPC health service whether it is serving (exit 0) or not (exit 1).
     ///
     /// For container healthchecks and scripts: a node serves once it knows a leader.

@@ -6,6 +6,7 @@
 
 mod args;
 mod backup;
+mod bench;
 mod chaos;
 mod cluster;
 mod dev;
@@ -71,6 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             health::run(a, cli.global.timeout.min(std::time::Duration::from_secs(5))).await
         }
         Command::Config(args::ConfigCmd::Print(a)) => server::print_config(a),
+        Command::Bench(a) => {
+            init_logging("warn", LogFormat::Text);
+            bench::run(&cli.global, a).await
+        }
         Command::Chaos(a) => {
             init_logging("warn,trove_testkit=info", LogFormat::Text);
             match chaos::run(a).await? {
