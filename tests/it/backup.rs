@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use trove_client::{Client, Consistency, TroveError};
 
+use crate::acked::Acked;
 use crate::data::{DataGen, test_seed};
 use crate::harness::{Cluster, deadline, poll_until, trove_bin};
 
@@ -70,14 +71,6 @@ pub async fn run_trove(endpoints: &str, args: &[&str]) -> Out {
 
 fn json(out: &Out) -> serde_json::Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
-}
-
-/// A record write the old cluster acknowledged.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    value: Bytes,
-    revision: u64,
 }
 
 /// Writes unique keys one after another until stopped, recording every acknowledgement.

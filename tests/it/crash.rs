@@ -10,19 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use trove_client::{Client, Consistency};
 
+use crate::acked::{Acked, verify_acked};
 use crate::data::{DataGen, HashSink, test_seed};
 use crate::harness::{Cluster, LEADER_TIMEOUT, deadline, poll_until};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(600);
 const CATCH_UP: Duration = Duration::from_secs(120);
-
-/// A write the cluster acknowledged.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    value: Bytes,
-    revision: u64,
-}
 
 /// A sequential writer of unique keys that records every acknowledged write. Failed
 /// writes (outcome unknown) are counted, never verified.
@@ -107,38 +100,17 @@ async fn verify_everywhere(cluster: &mut Cluster, acked: &[Acked]) {
             w[1]
         );
     }
-    let c = cluster.client();
-    for a in acked {
-        let r = c
-            .get_record(&a.key, Consistency::Linearizable)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged write {a:?} lost: {e}"));
-        assert_eq!((&r.value, r.revision), (&a.value, a.revision), "{}", a.key);
-    }
     let last = acked.last().expect("non-empty");
     for id in cluster.live_ids() {
-        let local = cluster.client_for(id);
-        // A linearizable read through this node's endpoint sees the newest write...
-        let r = local
+        // A linearizable read through each node's endpoint sees the newest write.
+        let r = cluster
+            .client_for(id)
             .get_record(&last.key, Consistency::Linearizable)
             .await
             .unwrap_or_else(|e| panic!("node {id}: linearizable read of {last:?}: {e}"));
         assert_eq!(r.revision, last.revision, "node {id}: linearizable read");
-        // ...and once the node has applied it, its local state holds every write.
-        cluster.wait_applied(id, last.revision, CATCH_UP).await;
-        for a in acked {
-            let r = local
-                .get_record(&a.key, Consistency::Local)
-                .await
-                .unwrap_or_else(|e| panic!("node {id}: acknowledged write {a:?} missing: {e}"));
-            assert_eq!(
-                (&r.value, r.revision),
-                (&a.value, a.revision),
-                "node {id}: {}",
-                a.key
-            );
-        }
     }
+    verify_acked(cluster, acked).await;
     eprintln!(
         "verified {} acknowledged writes on nodes {:?}",
         acked.len(),

@@ -4,6 +4,7 @@
 //!
 //! Build the server first: `cargo build --bin trove` (`scripts/test.sh` does it).
 
+mod acked;
 mod backup;
 mod chaos;
 mod cli;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use trove_client::{Consistency, TroveError};
 
+use crate::acked::{Acked, verify_acked};
 use crate::cli::trove;
 use crate::data::{DataGen, test_seed};
 use crate::harness::{Cluster, deadline, poll_until};
@@ -258,9 +259,9 @@ async fn a_damaged_log_entry_is_not_taken_for_a_torn_tail_and_is_sent_again() {
             let key = format!("log/{i:03}");
             let value = Bytes::from(format!("value {i}"));
             let rev = c.put_record(&key, value.clone(), None).await.expect("put");
-            acked.push((key, value, rev));
+            acked.push(Acked::new(key, value, rev));
         }
-        let last = acked.last().expect("acked").2;
+        let last = acked.last().expect("acked").revision;
         cluster.wait_all_applied(last, CATCH_UP).await;
 
         // A flipped byte in the middle of F's log: valid records follow it, so it is
@@ -322,18 +323,8 @@ async fn a_damaged_log_entry_is_not_taken_for_a_torn_tail_and_is_sent_again() {
             .put_record("log/after", Bytes::from_static(b"after"), None)
             .await
             .expect("write after losing the leader");
-        acked.push(("log/after".into(), Bytes::from_static(b"after"), rev));
-        for id in cluster.live_ids() {
-            cluster.wait_applied(id, rev, CATCH_UP).await;
-            let local = cluster.client_for(id);
-            for (key, value, rev) in &acked {
-                let r = local
-                    .get_record(key, Consistency::Local)
-                    .await
-                    .unwrap_or_else(|e| panic!("node {id} lacks {key}: {e}"));
-                assert_eq!((&r.value, r.revision), (value, *rev), "{key} on node {id}");
-            }
-        }
+        acked.push(Acked::new("log/after", Bytes::from_static(b"after"), rev));
+        verify_acked(&mut cluster, &acked).await;
     })
     .await;
 }

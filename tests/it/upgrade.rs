@@ -19,6 +19,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use trove_client::{Client, Consistency};
 
+use crate::acked::{Acked, verify_acked};
 use crate::backup::run_trove;
 use crate::harness::{Cluster, deadline, poll_until};
 
@@ -632,26 +633,11 @@ async fn rolling_restart_under_load_shows_only_retryable_errors() {
             acked.len() > 50 && reads > 20,
             "too little traffic to mean anything"
         );
-        let c = cluster.client();
-        for (key, value, rev) in &acked {
-            let r = c
-                .get_record(key, Consistency::Linearizable)
-                .await
-                .unwrap_or_else(|e| panic!("acknowledged {key} lost: {e}"));
-            assert_eq!((&r.value, r.revision), (value, *rev), "{key}");
-        }
-        let last = acked.iter().map(|a| a.2).max().unwrap_or(0);
-        for id in cluster.all_ids() {
-            cluster.wait_applied(id, last, CATCH_UP).await;
-            let local = cluster.client_for(id);
-            for (key, value, rev) in &acked {
-                let r = local
-                    .get_record(key, Consistency::Local)
-                    .await
-                    .unwrap_or_else(|e| panic!("node {id} lacks {key}: {e}"));
-                assert_eq!((&r.value, r.revision), (value, *rev), "{key} on node {id}");
-            }
-        }
+        let acked: Vec<Acked> = acked
+            .into_iter()
+            .map(|(k, v, r)| Acked::new(k, v, r))
+            .collect();
+        verify_acked(&mut cluster, &acked).await;
     })
     .await;
 }

@@ -14,22 +14,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use trove_client::Consistency;
 
+use crate::acked::{Acked, verify_acked};
 use crate::harness::{Cluster, LEADER_TIMEOUT, deadline, poll_until};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CATCH_UP: Duration = Duration::from_secs(120);
 /// How long the two remaining nodes are watched for electing a leader they must not.
 const WATCH: Duration = Duration::from_secs(8);
-
-/// A write the cluster acknowledged.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    value: Bytes,
-    revision: u64,
-}
 
 async fn write(cluster: &mut Cluster, prefix: &str, n: usize) -> Vec<Acked> {
     let c = cluster.client();
@@ -45,35 +37,6 @@ async fn write(cluster: &mut Cluster, prefix: &str, n: usize) -> Vec<Acked> {
         });
     }
     acked
-}
-
-/// Every acknowledged write is readable linearizably and from every node's own state.
-async fn verify_everywhere(cluster: &mut Cluster, acked: &[Acked]) {
-    let c = cluster.client();
-    for a in acked {
-        let r = c
-            .get_record(&a.key, Consistency::Linearizable)
-            .await
-            .unwrap_or_else(|e| panic!("acknowledged write {a:?} lost: {e}"));
-        assert_eq!((&r.value, r.revision), (&a.value, a.revision), "{}", a.key);
-    }
-    let last = acked.iter().map(|a| a.revision).max().expect("non-empty");
-    for id in cluster.live_ids() {
-        cluster.wait_applied(id, last, CATCH_UP).await;
-        let local = cluster.client_for(id);
-        for a in acked {
-            let r = local
-                .get_record(&a.key, Consistency::Local)
-                .await
-                .unwrap_or_else(|e| panic!("node {id}: acknowledged write {a:?} missing: {e}"));
-            assert_eq!(
-                (&r.value, r.revision),
-                (&a.value, a.revision),
-                "node {id}: {}",
-                a.key
-            );
-        }
-    }
 }
 
 /// Watches W and T for [`WATCH`]: neither may become leader (L, the only node with
@@ -175,7 +138,7 @@ async fn wiped_volume_does_not_vote_until_reseeded() {
         cluster.restart(l).await;
         cluster.wait_for_leader(LEADER_TIMEOUT).await;
         acked.extend(write(&mut cluster, "after", 5).await);
-        verify_everywhere(&mut cluster, &acked).await;
+        verify_acked(&mut cluster, &acked).await;
         wait_voting(&mut cluster, w).await;
 
         // Re-seeded, W is a full voter again: the cluster survives losing L now.
@@ -183,7 +146,7 @@ async fn wiped_volume_does_not_vote_until_reseeded() {
         cluster.kill9(leader);
         cluster.wait_for_new_leader(leader, LEADER_TIMEOUT).await;
         acked.extend(write(&mut cluster, "after-reseed", 5).await);
-        verify_everywhere(&mut cluster, &acked).await;
+        verify_acked(&mut cluster, &acked).await;
     })
     .await;
 }
@@ -238,7 +201,7 @@ async fn rolled_back_volume_does_not_vote_until_reseeded() {
         })
         .await;
         acked.extend(write(&mut cluster, "after", 5).await);
-        verify_everywhere(&mut cluster, &acked).await;
+        verify_acked(&mut cluster, &acked).await;
         wait_voting(&mut cluster, w).await;
     })
     .await;

@@ -555,20 +555,6 @@ async fn announce_to(node: &Node, leader: u64, want: &TroveNode) -> Result<(), S
         .cloned()
         .ok_or("leader not in membership")?;
     let mut c = node.network.raw_client(&leader_node.peer_addr)?;
-    let env = trove_proto::raft::Envelope {
-        cluster_id: node.cluster_id.clone(),
-        target_node_id: leader,
-        source_node_id: node.id,
-        payload: trove_raft::codec::encode(want)
-            .map_err(|e| e.to_string())?
-            .into(),
-    };
-    let reply = c
-        .announce(env)
-        .await
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    let r: Result<(), String> =
-        trove_raft::codec::decode(&reply.payload).map_err(|e| e.to_string())?;
-    r
+    let env = node.peer_envelope(leader, want)?;
+    node::peer_reply(None, c.announce(env)).await
 }

@@ -55,6 +55,23 @@ pub struct Node {
     client_channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// Waits for a peer RPC (within `timeout`, if given) and decodes its reply: the
+/// handler's encoded `Result<T, String>`. Every failure comes back as text.
+pub async fn peer_reply<T, F>(timeout: Option<Duration>, call: F) -> Result<T, String>
+where
+    T: serde::de::DeserializeOwned,
+    F: Future<Output = Result<Response<trove_proto::raft::Reply>, Status>>,
+{
+    let answered = match timeout {
+        Some(t) => tokio::time::timeout(t, call)
+            .await
+            .map_err(|_| "timed out".to_string())?,
+        None => call.await,
+    };
+    let reply = answered.map_err(|e| e.message().to_string())?.into_inner();
+    trove_raft::codec::decode::<Result<T, String>>(&reply.payload).map_err(|e| e.to_string())?
+}
+
 /// Milliseconds since the Unix epoch (stamped into commands by the leader).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -92,6 +109,23 @@ impl Node {
             admin_lock: tokio::sync::Mutex::new(()),
             client_channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A peer RPC envelope from this node to `peer` carrying `msg` (the peer checks the
+    /// cluster id and that it is the target).
+    pub fn peer_envelope<T: serde::Serialize>(
+        &self,
+        peer: u64,
+        msg: &T,
+    ) -> Result<trove_proto::raft::Envelope, String> {
+        Ok(trove_proto::raft::Envelope {
+            cluster_id: self.cluster_id.clone(),
+            target_node_id: peer,
+            source_node_id: self.id,
+            payload: trove_raft::codec::encode(msg)
+                .map_err(|e| e.to_string())?
+                .into(),
+        })
     }
 
     /// The state store, for reads.

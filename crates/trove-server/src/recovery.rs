@@ -319,21 +319,8 @@ async fn ask(
     req: &RecallRequest,
 ) -> Result<RecallReply, String> {
     let mut c = node.network.raw_client(addr)?;
-    let env = trove_proto::raft::Envelope {
-        cluster_id: node.cluster_id.clone(),
-        target_node_id: peer,
-        source_node_id: node.id,
-        payload: trove_raft::codec::encode(req)
-            .map_err(|e| e.to_string())?
-            .into(),
-    };
-    let reply = tokio::time::timeout(ASK_TIMEOUT, c.recall(env))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    trove_raft::codec::decode::<Result<RecallReply, String>>(&reply.payload)
-        .map_err(|e| e.to_string())?
+    let env = node.peer_envelope(peer, req)?;
+    crate::node::peer_reply(Some(ASK_TIMEOUT), c.recall(env)).await
 }
 
 fn list(ids: &[u64]) -> String {

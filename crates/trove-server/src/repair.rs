@@ -270,21 +270,9 @@ async fn repair(node: &NodeRef, hash: Sha256Digest) -> Result<Bytes, TroveError>
 /// One `FetchChunk` to `peer`.
 async fn fetch(node: &Node, peer: u64, addr: &str, hash: &Sha256Digest) -> Result<Bytes, String> {
     let mut c = node.network.raw_client(addr)?;
-    let env = trove_proto::raft::Envelope {
-        cluster_id: node.cluster_id.clone(),
-        target_node_id: peer,
-        source_node_id: node.id,
-        payload: trove_raft::codec::encode(hash)
-            .map_err(|e| e.to_string())?
-            .into(),
-    };
-    let reply = tokio::time::timeout(FETCH_TIMEOUT, c.fetch_chunk(env))
+    let env = node.peer_envelope(peer, hash)?;
+    crate::node::peer_reply::<Vec<u8>, _>(Some(FETCH_TIMEOUT), c.fetch_chunk(env))
         .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.message().to_string())?
-        .into_inner();
-    trove_raft::codec::decode::<Result<Vec<u8>, String>>(&reply.payload)
-        .map_err(|e| e.to_string())?
         .map(Bytes::from)
 }
 
