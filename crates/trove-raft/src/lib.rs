@@ -47,6 +47,7 @@ pub fn raft_config(
         // Without this openraft keeps the old match point (a debug build panics) and
         // never re-seeds the node.
         allow_log_reversion: Some(true),
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }
     .validate()

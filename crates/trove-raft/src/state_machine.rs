@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use trove_storage::snapshot::{SnapshotInfo, verify_snapshot};
 use trove_storage::state::{StateCounts, StateStore};
-use trove_types::{CommandResult, OpOk};
+use trove_types::limits::{MAX_APPLY_GROUP_BYTES, MAX_APPLY_GROUP_ENTRIES};
+use trove_types::{Command, Op, OpOk};
 
 use crate::codec::{decode, encode};
 use crate::types::{
@@ -341,6 +342,15 @@ pub fn seed_restored_state(
     })
 }
 
+/// The bytes a command carries (what bounds an apply group's memory).
+fn payload_bytes(cmd: &Command) -> usize {
+    match &cmd.op {
+        Op::PutRecord { value, .. } => value.len(),
+        Op::PutChunk { data, .. } => data.len(),
+        _ => 0,
+    }
+}
+
 fn max_id(m: &StoredMembership, prev: u64) -> u64 {
     m.membership()
         .nodes()
@@ -361,28 +371,50 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        // Entries are applied in groups (one sled batch each, see
+        // `StateStore::apply_entries`), bounded in count and in command bytes.
         let mut meta = self.raft_meta()?;
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            meta.last_applied = Some(entry.log_id);
-            let index = entry.log_id.index;
-            let cmd = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(cmd) => Some(cmd),
-                EntryPayload::Membership(m) => {
-                    meta.membership = StoredMembership::new(Some(entry.log_id), m);
-                    meta.max_node_id = max_id(&meta.membership, meta.max_node_id);
-                    None
-                }
-            };
+        let mut ended = false;
+        while !ended {
+            let mut group = Vec::new();
+            let mut responders = Vec::new();
+            let mut bytes = 0usize;
+            while group.len() < MAX_APPLY_GROUP_ENTRIES && bytes < MAX_APPLY_GROUP_BYTES {
+                let Some((entry, responder)) = entries.next().await.transpose()? else {
+                    ended = true;
+                    break;
+                };
+                meta.last_applied = Some(entry.log_id);
+                let cmd = match entry.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(cmd) => Some(cmd),
+                    EntryPayload::Membership(m) => {
+                        meta.membership = StoredMembership::new(Some(entry.log_id), m);
+                        meta.max_node_id = max_id(&meta.membership, meta.max_node_id);
+                        None
+                    }
+                };
+                bytes += cmd.as_ref().map_or(0, payload_bytes);
+                group.push((entry.log_id.index, cmd));
+                responders.push(responder);
+            }
+            if group.is_empty() {
+                break;
+            }
             let meta_bytes = encode(&meta)?;
             let store = self.inner.store.clone();
-            let _guard = self.inner.apply_lock.lock().await;
-            let result: Option<CommandResult> =
-                blocking(move || Ok(store.apply(index, cmd.as_ref(), &meta_bytes)?)).await?;
-            drop(_guard);
-            if let Some(r) = responder {
-                r.send(Applied(result.unwrap_or(Ok(OpOk::Done))));
+            let guard = self.inner.apply_lock.lock().await;
+            let results = blocking(move || {
+                let refs: Vec<(u64, Option<&Command>)> =
+                    group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
+                Ok(store.apply_entries(&refs, &meta_bytes)?)
+            })
+            .await?;
+            drop(guard);
+            for (responder, result) in responders.into_iter().zip(results) {
+                if let Some(r) = responder {
+                    r.send(Applied(result.unwrap_or(Ok(OpOk::Done))));
+                }
             }
         }
         Ok(())

@@ -224,8 +224,22 @@ impl StateStore {
         cmd: Option<&Command>,
         raft_meta: &[u8],
     ) -> Result<Option<CommandResult>> {
+        Ok(self
+            .apply_entries(&[(index, cmd)], raft_meta)?
+            .pop()
+            .flatten())
+    }
+
+    /// Applies consecutive entries `(index, command)` in one atomic batch, with
+    /// `raft_meta` as it is after the last of them; returns each entry's result. The
+    /// state afterwards is the same as after applying them one by one with [`Self::apply`].
+    pub fn apply_entries(
+        &self,
+        entries: &[(u64, Option<&Command>)],
+        raft_meta: &[u8],
+    ) -> Result<Vec<Option<CommandResult>>> {
         let _guard = self.lock_apply();
-        self.with_tree(|tree| apply::apply_entry(tree, &self.chunks, index, cmd, raft_meta))
+        self.with_tree(|tree| apply::apply_entries(tree, &self.chunks, entries, raft_meta))
     }
 
     /// Asks sled to write its buffers to disk (sled's flush is not a full fsync; the Raft

@@ -28,6 +28,10 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Byte cap on the entries of one AppendEntries message.
 pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Most entries the state machine applies in one atomic state batch.
+pub const MAX_APPLY_GROUP_ENTRIES: usize = 512;
+/// Most command payload bytes (record values, chunk data) in one apply group.
+pub const MAX_APPLY_GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// Size of one piece of a snapshot file on the wire.
 pub const SNAPSHOT_PIECE_BYTES: usize = 1024 * 1024;
 

@@ -1,4 +1,11 @@
-//! Applying one log entry: each operation's checks and effects, gathered into one batch.
+//! Applying log entries: each operation's checks and effects, gathered into one sled
+//! batch per group of entries (one batch per entry costs sled a synchronous write of its
+//! IO buffer, which capped the apply rate near 1,000 entries per second).
+//!
+//! An entry sees exactly the state it would see if every earlier entry had been applied
+//! on its own: point reads and prefix scans read the tree overlaid with the writes of the
+//! earlier entries of the group (never its own pending writes, as before grouping), so the
+//! result does not depend on how entries are grouped, which differs between replicas.
 //!
 //! Everything here is a pure function of the current state and the entry (no clock, no
 //! randomness), so every replica computes the same batch. Refusals (`OpError`) are results,
@@ -17,28 +24,52 @@ use crate::error::{Result, StorageError};
 /// `Expire` commands; more than one per command so pruning outpaces new entries.
 pub(super) const PRUNE_PER_APPLY: usize = 4;
 
-/// The pending writes of one entry over the committed tree: reads see earlier writes of
-/// the same entry (an op may touch one refcount several times).
+/// Pending writes: `None` deletes the key.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// The pending writes of one entry over the committed tree and the writes of the earlier
+/// entries of its group: point reads see earlier writes of the same entry too (an op may
+/// touch one refcount several times).
 pub(super) struct Tx<'a> {
     tree: &'a sled::Tree,
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    earlier: &'a Writes,
+    writes: Writes,
     /// Chunks whose reference count reached zero: their files go after the batch.
     released: BTreeSet<Sha256Digest>,
 }
 
 impl<'a> Tx<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
+    fn new(tree: &'a sled::Tree, earlier: &'a Writes) -> Self {
         Tx {
             tree,
+            earlier,
             writes: BTreeMap::new(),
             released: BTreeSet::new(),
         }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes.get(key) {
+        match self.writes.get(key).or_else(|| self.earlier.get(key)) {
             Some(pending) => Ok(pending.clone()),
             None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// Keys and values starting with `prefix` in key order, as the earlier entries of the
+    /// group left them (this entry's own pending writes are not seen, as before grouping).
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<'a> {
+        let owned = prefix.to_vec();
+        let overlay = self
+            .earlier
+            .range(prefix.to_vec()..)
+            .take_while(move |(k, _)| k.starts_with(&owned))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        MergedScan {
+            tree: self.tree.scan_prefix(prefix).peekable(),
+            overlay: overlay.peekable(),
         }
     }
 
@@ -96,23 +127,38 @@ impl<'a> Tx<'a> {
     }
 }
 
-/// Applies one entry to `tree`; see [`super::StateStore::apply`].
-pub(super) fn apply_entry(
+/// Applies a group of entries to `tree` in one atomic batch, with `raft_meta` (the meta
+/// after the last of them); see [`super::StateStore::apply_entries`]. Returns each entry's
+/// result, `None` for an entry without a command.
+pub(super) fn apply_entries(
     tree: &sled::Tree,
     chunks: &ChunkStore,
-    index: u64,
-    cmd: Option<&Command>,
+    entries: &[(u64, Option<&Command>)],
     raft_meta: &[u8],
-) -> Result<Option<CommandResult>> {
-    let mut tx = Tx::new(tree);
-    let result = match cmd {
-        Some(cmd) => Some(apply_command(&mut tx, chunks, index, cmd)?),
-        None => None,
-    };
-    tx.put(codec::APPLIED_KEY.to_vec(), &raft_meta.to_vec())?;
+) -> Result<Vec<Option<CommandResult>>> {
+    let mut group = Writes::new();
+    let mut maybe_released = BTreeSet::new();
+    let mut results = Vec::with_capacity(entries.len());
+    for &(index, cmd) in entries {
+        let mut tx = Tx::new(tree, &group);
+        let result = match cmd {
+            Some(cmd) => Some(apply_command(&mut tx, chunks, index, cmd)?),
+            None => None,
+        };
+        let Tx {
+            writes, released, ..
+        } = tx;
+        group.extend(writes);
+        maybe_released.extend(released);
+        results.push(result);
+    }
+    group.insert(
+        codec::APPLIED_KEY.to_vec(),
+        Some(codec::encode(&raft_meta.to_vec())?),
+    );
 
     let mut batch = sled::Batch::default();
-    for (key, value) in tx.writes.iter() {
+    for (key, value) in group.iter() {
         match value {
             Some(v) => batch.insert(key.as_slice(), v.as_slice()),
             None => batch.remove(key.as_slice()),
@@ -121,17 +167,74 @@ pub(super) fn apply_entry(
     tree.apply_batch(batch)?;
 
     // Only after the batch: a crash in between leaves an unreferenced file (collected by
-    // `remove_unreferenced_chunks`), never a reference to a missing file. For the same
-    // reason a failed removal is not a failed apply: the entry has been applied.
-    let released: Vec<Sha256Digest> = tx.released.into_iter().collect();
+    // `remove_unreferenced_chunks`), never a reference to a missing file. A chunk released
+    // by one entry and referenced again by a later one of the group keeps its file. A
+    // failed removal is not a failed apply: the entries have been applied.
+    let released: Vec<Sha256Digest> = maybe_released
+        .into_iter()
+        .filter(|h| matches!(group.get(&codec::refcount_key(h)), Some(None)))
+        .collect();
     if let Err(e) = chunks.remove_many(&released) {
         tracing::error!(
             error = %e,
-            index,
             "removing released chunk files failed; they stay as unreferenced files"
         );
     }
-    Ok(result)
+    Ok(results)
+}
+
+/// A prefix scan of the tree with pending writes laid over it, in key order.
+struct MergedScan<T, O>
+where
+    T: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    O: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+{
+    tree: std::iter::Peekable<T>,
+    overlay: std::iter::Peekable<O>,
+}
+
+impl<T, O> Iterator for MergedScan<T, O>
+where
+    T: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    O: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+{
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_overlay = match (self.tree.peek(), self.overlay.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) => {
+                    let Some(Err(e)) = self.tree.next() else {
+                        unreachable!("peeked an error")
+                    };
+                    return Some(Err(e.into()));
+                }
+                (Some(Ok((tk, _))), Some((ok, _))) => {
+                    if ok.as_slice() == tk.as_ref() {
+                        // The pending write replaces the tree's value.
+                        self.tree.next();
+                        true
+                    } else {
+                        ok.as_slice() < tk.as_ref()
+                    }
+                }
+                (None, Some(_)) => true,
+                (Some(Ok(_)), None) => false,
+            };
+            if take_overlay {
+                match self.overlay.next() {
+                    Some((k, Some(v))) => return Some(Ok((k, v))),
+                    _ => continue, // deleted by an earlier entry
+                }
+            }
+            return match self.tree.next() {
+                Some(Ok((k, v))) => Some(Ok((k.to_vec(), v.to_vec()))),
+                Some(Err(e)) => Some(Err(e.into())),
+                None => None,
+            };
+        }
+    }
 }
 
 fn apply_command(
@@ -236,7 +339,7 @@ fn execute(
                 return Ok(Err(OpError::NotFound(format!("bucket {bucket}"))));
             }
             // Uploads are not tied to a bucket until they commit, so only objects count.
-            if let Some(kv) = tx.tree.scan_prefix(codec::object_prefix(bucket)).next() {
+            if let Some(kv) = tx.scan_prefix(&codec::object_prefix(bucket)).next() {
                 kv?;
                 return Ok(Err(OpError::BucketNotEmpty(bucket.clone())));
             }
@@ -424,7 +527,7 @@ fn release_upload(tx: &mut Tx<'_>, upload_id: u128) -> Result<()> {
 
 fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
     let mut expired = Vec::new();
-    for kv in tx.tree.scan_prefix(codec::UPLOAD) {
+    for kv in tx.scan_prefix(codec::UPLOAD) {
         let (k, v) = kv?;
         let upload: UploadV1 = codec::decode(&v, "upload")?;
         if upload.last_active_ms.saturating_add(UPLOAD_EXPIRY_MS) <= now_ms {
@@ -442,7 +545,6 @@ fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
 /// Forgets request ids older than the retention, oldest first, at most `limit` of them.
 fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()> {
     let due = tx
-        .tree
         .scan_prefix(codec::DEDUP_EXPIRY)
         .take(limit.unwrap_or(usize::MAX));
     for kv in due {
