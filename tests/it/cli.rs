@@ -431,3 +431,49 @@ async fn bench_runs_every_workload_and_prints_the_figures() {
     })
     .await;
 }
+
+/// `bench --local` starts its own cluster and reports what each node spent: every replica
+/// stores every chunk, so each node writes at least the bytes the clients wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_local_reports_memory_cpu_and_disk_writes_per_node() {
+    deadline(TEST_TIMEOUT, async {
+        let v = ok_json(
+            "127.0.0.1:1",
+            &[
+                "-o",
+                "json",
+                "bench",
+                "--local",
+                "--base-port",
+                "21800",
+                "--workload",
+                "object-put",
+                "--ops",
+                "4",
+                "--object-size",
+                "2000000",
+            ],
+        )
+        .await;
+        assert_eq!(v["ops"], 4, "{v}");
+        assert_eq!(v["bytes_written"], 8_000_000, "{v}");
+        let nodes = v["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 3, "{v}");
+        for n in nodes {
+            assert!(n["peak_rss_bytes"].as_u64() > Some(1 << 20), "{v}");
+            assert!(n["cpu_seconds"].as_f64() > Some(0.0), "{v}");
+            let amp = n["write_amplification"]
+                .as_f64()
+                .expect("write amplification");
+            assert!(
+                amp >= 0.99,
+                "a replica wrote less than the object bytes: {v}"
+            );
+        }
+        // Without the etcd driver compiled in, asking for etcd says how to get it.
+        let out = trove("127.0.0.1:1", &["bench", "--system", "etcd"], b"").await;
+        assert_ne!(out.code, 0);
+        assert!(out.stderr.contains("--features etcd"), "{}", out.stderr);
+    })
+    .await;
+}

@@ -1,6 +1,11 @@
-//! `trove bench`: closed-loop load over the SDK against a running cluster. Each client is
-//! its own SDK connection issuing one operation after another; latencies go into an
-//! HDR histogram. Prints ops/s, MB/s, p50/p99/p999 and errors, as a table or JSON.
+//! `trove bench`: closed-loop load against a running cluster (or one it starts itself with
+//! `--local`). Each client is its own connection issuing one operation after another;
+//! latencies go into an HDR histogram. Prints ops/s, MB/s, p50/p99/p999 and errors, as a
+//! table or JSON; with `--local` also each node's peak RSS, CPU seconds and bytes written
+//! to disk per byte written by the clients (write amplification).
+
+mod driver;
+mod procstat;
 
 use std::time::{Duration, Instant};
 
@@ -10,10 +15,12 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use trove_client::{Client, ClientConfig, Consistency, TroveError};
+use trove_client::{Client, Consistency, TroveError};
 
+use self::driver::{Cas, Driver, System};
 use crate::args::{GlobalArgs, OutputFormat};
-use crate::output::{print_json, print_line, table};
+use crate::dev::LocalCluster;
+use crate::output::{human_bytes, print_json, print_line, table};
 
 /// Bucket the object workloads use.
 const BUCKET: &str = "bench";
@@ -59,7 +66,14 @@ impl Workload {
 #[command(after_long_help = "Examples:
   trove bench --workload record-put --clients 1 --duration 10
   trove bench --workload record-get --clients 64 --ops 100000 -o json
-  trove bench --workload object-put --object-size 67108864 --ops 8")]
+  trove bench --workload object-put --object-size 67108864 --ops 8
+  trove bench --local --workload object-put --object-size 1073741824 --ops 1
+  trove bench --system etcd --endpoints 127.0.0.1:2379 --workload record-put --clients 64
+
+--local starts a fresh three-node cluster on ports from --base-port (data in a temporary
+directory, removed afterwards) and adds each node's peak RSS, CPU seconds and disk bytes
+written per client byte written. --system etcd runs the record workloads against etcd
+(a build with the `etcd` cargo feature).")]
 pub struct BenchArgs {
     /// What each operation does.
     #[arg(long, value_enum, default_value = "record-put")]
@@ -82,6 +96,16 @@ pub struct BenchArgs {
     /// Run exactly this many operations in total instead of for --duration.
     #[arg(long)]
     pub ops: Option<u64>,
+    /// The system to load.
+    #[arg(long, value_enum, default_value = "trove")]
+    pub system: System,
+    /// Start a fresh local three-node Trove cluster for the run (ignores --endpoints) and
+    /// report each node's peak RSS, CPU time and disk writes.
+    #[arg(long, conflicts_with = "system")]
+    pub local: bool,
+    /// With --local: node i listens on BASE+i, BASE+100+i and BASE+400+i.
+    #[arg(long, default_value_t = 7800, requires = "local")]
+    pub base_port: u16,
 }
 
 /// What one client measured.
@@ -89,7 +113,10 @@ struct Tally {
     hist: Histogram<u64>,
     ops: u64,
     errors: u64,
+    /// Payload bytes moved (written or read).
     bytes: u64,
+    /// Payload bytes written (what write amplification is relative to).
+    written: u64,
     first_error: Option<String>,
 }
 
@@ -101,32 +128,52 @@ impl Tally {
             ops: 0,
             errors: 0,
             bytes: 0,
+            written: 0,
             first_error: None,
         })
     }
 }
 
-/// A client with its own connections (and its own client id, so request ids never
-/// collide with another run's).
-fn connect(global: &GlobalArgs) -> Result<Client> {
-    let mut cfg = ClientConfig::new(global.endpoints.iter().cloned());
-    cfg.request_timeout = global.timeout;
-    cfg.retry_budget = global.retry_budget;
-    Client::new(cfg).context("--endpoints")
+pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
+    if !a.local {
+        return bench(global, &a, &global.endpoints, None).await;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("trove-bench-")
+        .tempdir()
+        .context("creating a temporary data directory")?;
+    let cluster = LocalCluster::start(dir.path(), 3, a.base_port).await?;
+    let endpoints = cluster.endpoints.clone();
+    let r = bench(global, &a, &endpoints, Some(&cluster)).await;
+    cluster.stop().await;
+    r
 }
 
-pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
-    let setup = connect(global)?;
+/// Prepares, runs the workers and reports; `local` is the cluster started for the run.
+async fn bench(
+    global: &GlobalArgs,
+    a: &BenchArgs,
+    endpoints: &[String],
+    local: Option<&LocalCluster>,
+) -> Result<()> {
+    if a.system == System::Etcd && matches!(a.workload, Workload::ObjectPut | Workload::ObjectGet) {
+        bail!("the object workloads run against Trove only");
+    }
+    let mut setup = Driver::connect(a.system, global, endpoints).await?;
     let data = Bytes::from(vec![0x5a; a.object_size as usize]);
     let value = Bytes::from(vec![0x61; a.value_size]);
-    prepare(&setup, &a, &value, &data).await?;
+    prepare(&mut setup, a, &value, &data).await?;
 
+    let mut drivers = Vec::new();
+    for _ in 0..a.clients {
+        drivers.push(Driver::connect(a.system, global, endpoints).await?);
+    }
+    let before = node_samples(local)?;
     let deadline = Instant::now() + Duration::from_secs(a.duration);
     let per_client = a.ops.map(|n| n.div_ceil(u64::from(a.clients)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..a.clients {
-        let client = connect(global)?;
+    for (w, mut driver) in (0u32..).zip(drivers) {
         let (value, data) = (value.clone(), data.clone());
         let (workload, keys) = (a.workload, a.keys);
         tasks.spawn(async move {
@@ -140,29 +187,27 @@ pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
                     None if Instant::now() >= deadline => break,
                     _ => {}
                 }
-                let t0 = Instant::now();
-                let r = one_op(
-                    &client,
+                let op = Op {
                     workload,
-                    w,
+                    worker: w,
                     i,
                     keys,
-                    &mut rng,
-                    &value,
-                    &data,
-                    &mut cas_rev,
-                )
-                .await;
+                };
+                let t0 = Instant::now();
+                let r = one_op(&mut driver, op, &mut rng, &value, &data, &mut cas_rev).await;
                 let us = t0.elapsed().as_micros().max(1) as u64;
                 match r {
-                    Ok(bytes) => {
+                    Ok(moved) => {
                         t.hist.saturating_record(us);
                         t.ops += 1;
-                        t.bytes += bytes;
+                        t.bytes += moved.bytes;
+                        if moved.write {
+                            t.written += moved.bytes;
+                        }
                     }
                     Err(e) => {
                         t.errors += 1;
-                        t.first_error.get_or_insert_with(|| e.to_string());
+                        t.first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
                 i += 1;
@@ -177,12 +222,17 @@ pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
         all.ops += t.ops;
         all.errors += t.errors;
         all.bytes += t.bytes;
+        all.written += t.written;
         if all.first_error.is_none() {
             all.first_error = t.first_error;
         }
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    report(global.output, &a, &all, secs)?;
+    let nodes = match (before, node_samples(local)?) {
+        (Some(b), Some(after)) => node_report(&b, &after, all.written),
+        _ => Vec::new(),
+    };
+    report(global.output, a, &all, secs, &nodes)?;
     if all.ops == 0 {
         bail!(
             "no operation succeeded: {}",
@@ -192,29 +242,78 @@ pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `(node id, reading)` of each node of a local cluster, `None` without one.
+fn node_samples(local: Option<&LocalCluster>) -> Result<Option<Vec<(u64, procstat::Sample)>>> {
+    let Some(cluster) = local else {
+        return Ok(None);
+    };
+    let samples = cluster
+        .pids()
+        .into_iter()
+        .map(|(id, pid)| Ok((id, procstat::sample(pid)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(samples))
+}
+
+/// What one node of a `--local` cluster spent on the run.
+struct NodeFigures {
+    id: u64,
+    peak_rss_bytes: u64,
+    cpu_seconds: f64,
+    disk_write_bytes: u64,
+    /// Disk bytes written per client byte written (`None` when nothing was written).
+    write_amplification: Option<f64>,
+}
+
+fn node_report(
+    before: &[(u64, procstat::Sample)],
+    after: &[(u64, procstat::Sample)],
+    user_written: u64,
+) -> Vec<NodeFigures> {
+    after
+        .iter()
+        .map(|(id, a)| {
+            let b = before
+                .iter()
+                .find(|(bid, _)| bid == id)
+                .map(|(_, s)| *s)
+                .unwrap_or_default();
+            let disk = a.disk_write_bytes.saturating_sub(b.disk_write_bytes);
+            NodeFigures {
+                id: *id,
+                peak_rss_bytes: a.peak_rss_bytes,
+                cpu_seconds: a.cpu_seconds - b.cpu_seconds,
+                disk_write_bytes: disk,
+                write_amplification: (user_written > 0).then(|| disk as f64 / user_written as f64),
+            }
+        })
+        .collect()
+}
+
 /// Writes what the read workloads read, and the bucket.
-async fn prepare(c: &Client, a: &BenchArgs, value: &Bytes, data: &Bytes) -> Result<()> {
+async fn prepare(d: &mut Driver, a: &BenchArgs, value: &Bytes, data: &Bytes) -> Result<()> {
     if matches!(a.workload, Workload::ObjectPut | Workload::ObjectGet) {
-        match c.create_bucket(BUCKET).await {
+        match d.trove()?.create_bucket(BUCKET).await {
             Ok(_) | Err(TroveError::AlreadyExists(_)) => {}
             Err(e) => return Err(e).context("create bucket"),
         }
     }
     match a.workload {
         Workload::RecordGet | Workload::RecordGetLocal | Workload::Mixed => {
-            let mut last = 0;
             for k in 0..a.keys {
-                last = c
-                    .put_record(&key(k), value.clone(), None)
-                    .await
-                    .context("prefill records")?;
+                d.put(&key(k), value).await.context("prefill records")?;
             }
-            // A local read must find them on whichever node it asks.
-            wait_applied_everywhere(c, last).await?;
+            if a.system == System::Trove {
+                // A local read must find them on whichever node it asks.
+                let c = d.trove()?;
+                let last = c.status().await?.commit_index;
+                wait_applied_everywhere(c, last).await?;
+            }
         }
         Workload::ObjectGet => {
             for k in 0..GET_OBJECTS {
-                c.put_object_bytes(BUCKET, &format!("get/{k}"), data.clone())
+                d.trove()?
+                    .put_object_bytes(BUCKET, &format!("get/{k}"), data.clone())
                     .await
                     .context("prefill objects")?;
             }
@@ -239,20 +338,48 @@ fn key(k: u64) -> String {
     format!("bench/{k:08}")
 }
 
-/// One operation; returns the payload bytes it moved.
-#[allow(clippy::too_many_arguments)]
-async fn one_op(
-    c: &Client,
+/// Which operation a worker runs next.
+#[derive(Clone, Copy)]
+struct Op {
     workload: Workload,
     worker: u32,
+    /// The worker's operation number.
     i: u64,
     keys: u64,
+}
+
+/// Payload bytes one operation moved, and whether it wrote them.
+struct Moved {
+    bytes: u64,
+    write: bool,
+}
+
+impl Moved {
+    fn written(bytes: usize) -> Moved {
+        Moved {
+            bytes: bytes as u64,
+            write: true,
+        }
+    }
+
+    fn read(bytes: u64) -> Moved {
+        Moved {
+            bytes,
+            write: false,
+        }
+    }
+}
+
+/// One operation.
+async fn one_op(
+    d: &mut Driver,
+    op: Op,
     rng: &mut impl Rng,
     value: &Bytes,
     data: &Bytes,
     cas_rev: &mut Option<u64>,
-) -> Result<u64, TroveError> {
-    let w = match workload {
+) -> Result<Moved> {
+    let w = match op.workload {
         Workload::Mixed => match rng.random_range(0..10) {
             0..5 => Workload::RecordGet,
             5..9 => Workload::RecordPut,
@@ -262,35 +389,30 @@ async fn one_op(
     };
     match w {
         Workload::RecordPut | Workload::Mixed => {
-            c.put_record(&key(rng.random_range(0..keys)), value.clone(), None)
-                .await?;
-            Ok(value.len() as u64)
+            d.put(&key(rng.random_range(0..op.keys)), value).await?;
+            Ok(Moved::written(value.len()))
         }
         Workload::RecordGet | Workload::RecordGetLocal => {
-            let consistency = if w == Workload::RecordGet {
-                Consistency::Linearizable
-            } else {
-                Consistency::Local
-            };
-            let r = c
-                .get_record(&key(rng.random_range(0..keys)), consistency)
+            let linearizable = w == Workload::RecordGet;
+            let (n, _) = d
+                .get(&key(rng.random_range(0..op.keys)), linearizable)
                 .await?;
-            Ok(r.value.len() as u64)
+            Ok(Moved::read(n as u64))
         }
         Workload::RecordCas => {
-            let k = format!("bench/cas/{worker}");
+            let k = format!("bench/cas/{}", op.worker);
             let expected = match *cas_rev {
                 Some(r) => r,
-                None => match c.get_record(&k, Consistency::Linearizable).await {
-                    Ok(r) => r.revision,
-                    Err(TroveError::NotFound(_)) => 0,
-                    Err(e) => return Err(e),
-                },
+                None => d.get(&k, true).await?.1,
             };
-            match c.put_record(&k, value.clone(), Some(expected)).await {
-                Ok(rev) => {
+            match d.cas(&k, value, expected).await {
+                Ok(Cas::Written(rev)) => {
                     *cas_rev = Some(rev);
-                    Ok(value.len() as u64)
+                    Ok(Moved::written(value.len()))
+                }
+                Ok(Cas::Conflict) => {
+                    *cas_rev = None;
+                    bail!("{k}: revision {expected} was no longer current")
                 }
                 Err(e) => {
                     *cas_rev = None;
@@ -299,29 +421,41 @@ async fn one_op(
             }
         }
         Workload::ObjectPut => {
-            let key = format!("put/{worker}/{}", i % PUT_OBJECT_SLOTS);
-            c.put_object_bytes(BUCKET, &key, data.clone()).await?;
-            Ok(data.len() as u64)
+            let key = format!("put/{}/{}", op.worker, op.i % PUT_OBJECT_SLOTS);
+            d.trove()?
+                .put_object_bytes(BUCKET, &key, data.clone())
+                .await?;
+            Ok(Moved::written(data.len()))
         }
         Workload::ObjectGet => {
             let key = format!("get/{}", rng.random_range(0..GET_OBJECTS));
-            let mut reader = c
-                .get_object(BUCKET, &key, None, Consistency::Linearizable)
-                .await?;
-            let mut n = 0u64;
-            while let Some(chunk) = reader.next_chunk().await? {
-                n += chunk.len() as u64;
-            }
-            Ok(n)
+            Ok(Moved::read(read_object(d.trove()?, &key).await?))
         }
     }
+}
+
+async fn read_object(c: &Client, key: &str) -> Result<u64, TroveError> {
+    let mut reader = c
+        .get_object(BUCKET, key, None, Consistency::Linearizable)
+        .await?;
+    let mut n = 0u64;
+    while let Some(chunk) = reader.next_chunk().await? {
+        n += chunk.len() as u64;
+    }
+    Ok(n)
 }
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn report(format: OutputFormat, a: &BenchArgs, t: &Tally, secs: f64) -> Result<()> {
+fn report(
+    format: OutputFormat,
+    a: &BenchArgs,
+    t: &Tally,
+    secs: f64,
+    nodes: &[NodeFigures],
+) -> Result<()> {
     let h = &t.hist;
     let ops_per_sec = t.ops as f64 / secs;
     let mb_per_sec = t.bytes as f64 / secs / 1e6;
@@ -337,6 +471,7 @@ fn report(format: OutputFormat, a: &BenchArgs, t: &Tally, secs: f64) -> Result<(
     };
     match format {
         OutputFormat::Json => print_json(&json!({
+            "system": a.system.name(),
             "workload": a.workload.name(),
             "clients": a.clients,
             "value_size": a.value_size,
@@ -351,6 +486,14 @@ fn report(format: OutputFormat, a: &BenchArgs, t: &Tally, secs: f64) -> Result<(
             "p99_ms": p99,
             "p999_ms": p999,
             "max_ms": max,
+            "bytes_written": t.written,
+            "nodes": nodes.iter().map(|n| json!({
+                "id": n.id,
+                "peak_rss_bytes": n.peak_rss_bytes,
+                "cpu_seconds": n.cpu_seconds,
+                "disk_write_bytes": n.disk_write_bytes,
+                "write_amplification": n.write_amplification,
+            })).collect::<Vec<_>>(),
         })),
         OutputFormat::Text => {
             let row = vec![
@@ -372,6 +515,26 @@ fn report(format: OutputFormat, a: &BenchArgs, t: &Tally, secs: f64) -> Result<(
                 ],
                 &[row],
             );
+            if !nodes.is_empty() {
+                let rows: Vec<Vec<String>> = nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.id.to_string(),
+                            human_bytes(n.peak_rss_bytes),
+                            format!("{:.1}", n.cpu_seconds),
+                            human_bytes(n.disk_write_bytes),
+                            n.write_amplification
+                                .map_or_else(|| "-".into(), |w| format!("{w:.2}")),
+                        ]
+                    })
+                    .collect();
+                out.push_str("\n\n");
+                out.push_str(&table(
+                    &["NODE", "PEAK RSS", "CPU S", "DISK WRITTEN", "WRITE AMP"],
+                    &rows,
+                ));
+            }
             if let Some(e) = &t.first_error {
                 out.push_str(&format!("\nfirst error: {e}"));
             }

@@ -1,5 +1,6 @@
 //! `trove dev`: a local cluster of `trove server` child processes for development, with
-//! a short demo through the SDK, stopped cleanly on Ctrl-C or SIGTERM.
+//! a short demo through the SDK, stopped cleanly on Ctrl-C or SIGTERM. [`LocalCluster`] is
+//! the same cluster for other commands (`trove bench --local`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -60,15 +61,7 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let reusing = args.data_dir.join("node1").exists();
     let exe = std::env::current_exe().context("finding the trove executable")?;
-    let initial_cluster = (1..=args.nodes)
-        .map(|i| format!("{i}=127.0.0.1:{}", base + 100 + i))
-        .collect::<Vec<_>>()
-        .join(",");
-
-    let ports: Vec<u64> = (1..=args.nodes)
-        .flat_map(|i| [base + i, base + 100 + i, base + 400 + i])
-        .collect();
-    check_ports_free(&ports)?;
+    let initial_cluster = plan_ports(base, args.nodes)?;
     println!(
         "Starting {} node{} (data in {}{}):",
         args.nodes,
@@ -86,7 +79,7 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
         match node {
             Ok(n) => nodes.push(n),
             Err(e) => {
-                stop_all(&mut nodes).await;
+                stop_all(&mut nodes, true).await;
                 return Err(e);
             }
         }
@@ -115,13 +108,26 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
             watch(&mut nodes).await;
         }
         Some(Err(e)) => {
-            stop_all(&mut nodes).await;
+            stop_all(&mut nodes, true).await;
             return Err(e);
         }
         None => println!("\nInterrupted."),
     }
-    stop_all(&mut nodes).await;
+    stop_all(&mut nodes, true).await;
     Ok(())
+}
+
+/// The `--initial-cluster` value for `count` nodes from `base`, after checking that
+/// every port they will use is free.
+fn plan_ports(base: u64, count: u64) -> Result<String> {
+    let ports: Vec<u64> = (1..=count)
+        .flat_map(|i| [base + i, base + 100 + i, base + 400 + i])
+        .collect();
+    check_ports_free(&ports)?;
+    Ok((1..=count)
+        .map(|i| format!("{i}=127.0.0.1:{}", base + 100 + i))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// Fails if a port is taken: otherwise the status poll could find another cluster on
@@ -379,13 +385,67 @@ async fn watch(nodes: &mut [DevNode]) {
     }
 }
 
+/// A local cluster started for another command, quietly: fresh data in `data_dir`.
+pub struct LocalCluster {
+    nodes: Vec<DevNode>,
+    /// The nodes' client addresses.
+    pub endpoints: Vec<String>,
+}
+
+impl LocalCluster {
+    /// Starts `count` nodes on ports from `base` (as `trove dev` does) and waits for a leader.
+    pub async fn start(data_dir: &Path, count: u64, base: u16) -> Result<LocalCluster> {
+        let base = u64::from(base);
+        ensure!(
+            base + 400 + count <= 65535,
+            "--base-port {base} is too high for {count} nodes (admin ports are BASE+400+i)"
+        );
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let exe = std::env::current_exe().context("finding the trove executable")?;
+        let initial_cluster = plan_ports(base, count)?;
+        let mut nodes = Vec::new();
+        for id in 1..=count {
+            match spawn_node(&exe, data_dir, id, base, &initial_cluster) {
+                Ok(n) => nodes.push(n),
+                Err(e) => {
+                    stop_all(&mut nodes, false).await;
+                    return Err(e);
+                }
+            }
+        }
+        let endpoints: Vec<String> = nodes.iter().map(|n| n.client_addr.clone()).collect();
+        if let Err(e) = wait_for_leader(&mut nodes, &endpoints).await {
+            stop_all(&mut nodes, false).await;
+            return Err(e);
+        }
+        Ok(LocalCluster { nodes, endpoints })
+    }
+
+    /// `(node id, pid)` of each running node.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| Some((n.id, n.child.id()?)))
+            .collect()
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(mut self) {
+        stop_all(&mut self.nodes, false).await;
+    }
+}
+
 /// SIGTERM to every running node, then SIGKILL to those still running after the grace.
-async fn stop_all(nodes: &mut [DevNode]) {
+/// `verbose` prints each step (for `trove dev`).
+async fn stop_all(nodes: &mut [DevNode], verbose: bool) {
     let running: Vec<&mut DevNode> = nodes.iter_mut().filter(|n| !n.exited).collect();
     if running.is_empty() {
         return;
     }
-    println!("Stopping {} node(s)...", running.len());
+    if verbose {
+        println!("Stopping {} node(s)...", running.len());
+    }
     for n in &running {
         if let Some(pid) = n.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
@@ -397,11 +457,12 @@ async fn stop_all(nodes: &mut [DevNode]) {
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for n in running {
         match tokio::time::timeout_at(deadline, n.child.wait()).await {
-            Ok(Ok(status)) => println!("  node {} stopped ({status})", n.id),
+            Ok(Ok(status)) if verbose => println!("  node {} stopped ({status})", n.id),
+            Ok(Ok(_)) => {}
             _ => {
                 let _ = n.child.start_kill();
                 let _ = n.child.wait().await;
-                println!(
+                eprintln!(
                     "  node {} did not stop within {}s; killed",
                     n.id,
                     STOP_GRACE.as_secs()

@@ -41,7 +41,16 @@ struct RaftMetaRecord {
 struct MetaState {
     file: MetaFile,
     rec: RaftMetaRecord,
+    /// When `save_committed` last wrote the file (see [`COMMITTED_WRITE_INTERVAL`]).
+    committed_written: Option<std::time::Instant>,
 }
+
+/// `save_committed` writes the meta file (a 4 KiB page) at most this often; in between
+/// it only updates the record, which the next write of any field carries. The commit
+/// index is an optimisation (entries up to it may be applied before a leader is heard
+/// from), so an older value after a restart costs nothing; writing it on every commit made
+/// it most of the bytes written per small record.
+const COMMITTED_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct Shared {
     /// The raft directory (log, meta file, re-seed marker).
@@ -183,6 +192,7 @@ impl LogStore {
             meta: Mutex::new(MetaState {
                 file: meta_file,
                 rec,
+                committed_written: None,
             }),
             last_log_id: Mutex::new(last_log_id),
             #[cfg(feature = "failpoints")]
@@ -466,6 +476,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let now = std::time::Instant::now();
+        {
+            let mut m = self.shared.meta.lock().map_err(io_err)?;
+            if m.committed_written
+                .is_some_and(|t| now.duration_since(t) < COMMITTED_WRITE_INTERVAL)
+            {
+                m.rec.committed = committed;
+                return Ok(());
+            }
+            m.committed_written = Some(now);
+        }
         self.write_meta(|r| r.committed = committed, false)
     }
 
