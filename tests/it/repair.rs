@@ -328,3 +328,54 @@ async fn a_damaged_log_entry_is_not_taken_for_a_torn_tail_and_is_sent_again() {
     })
     .await;
 }
+
+/// A backup that meets a damaged chunk on the leader (the node that builds it) backs up
+/// the intact bytes, repaired from a peer, instead of failing; the leader's copy is
+/// repaired too. Before this, the backup ended with DATA_LOSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_that_meets_bad_chunks_on_the_leader_backs_up_repaired_bytes() {
+    deadline(TEST_TIMEOUT, async {
+        let seed = test_seed("backup_repair");
+        let mut cluster = Cluster::start(3).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        cluster
+            .client()
+            .create_bucket("repair")
+            .await
+            .expect("bucket");
+        // 2.5 MiB: three chunks.
+        let (rev, _) = put(&mut cluster, "blob", 2 * 1024 * 1024 + 512 * 1024, seed).await;
+        cluster.wait_all_applied(rev, CATCH_UP).await;
+
+        let dir = cluster.node(leader).data_dir.clone();
+        let files = chunk_files(&dir);
+        assert_eq!(files.len(), 3, "{files:?}");
+        flip_bit(&files[0]);
+        std::fs::remove_file(&files[2]).expect("delete chunk");
+
+        let ep = cluster.node(leader).client_addr.clone();
+        let file = cluster.root().join("repaired.tbk");
+        let file_s = file.display().to_string();
+        let out = trove(&ep, &["-o", "json", "backup", "save", &file_s], b"").await;
+        assert_eq!(out.code, 0, "backup save failed: {}", out.stderr);
+        assert_eq!(
+            out.json()["node_id"].as_u64(),
+            Some(leader),
+            "{}",
+            out.stdout
+        );
+        let out = trove("", &["-o", "json", "backup", "verify", &file_s], b"").await;
+        assert_eq!(out.code, 0, "backup verify failed: {}", out.stderr);
+        assert_eq!(out.json()["objects"].as_u64(), Some(1), "{}", out.stdout);
+        for p in [&files[0], &files[2]] {
+            assert!(verifies(p), "{} was not rewritten intact", p.display());
+        }
+        let r = cluster
+            .client()
+            .scrub_of(&ep, false)
+            .await
+            .expect("scrub report");
+        assert_eq!((r.repaired, r.unrepairable), (2, 0), "{r:?}");
+    })
+    .await;
+}

@@ -418,7 +418,7 @@ mod tests {
         let printed = toml::to_string(&effective(&a)).expect("prints");
         assert!(printed.contains("initial-cluster = ["), "{printed}");
         assert!(
-            printed.contains("snapshot-every-entries = 1024"),
+            printed.contains("snapshot-every-entries = 10000"),
             "{printed}"
         );
         let back = parse_config_file(&printed).expect("reads back");

@@ -162,6 +162,14 @@ impl Attempts<'_> {
         self.inner.preferred.store(idx, Ordering::Relaxed);
     }
 
+    /// Makes the node at `addr` (a leader a node forwarded to) the one tried first by
+    /// the next requests.
+    pub(crate) fn prefer(&self, addr: &str) {
+        if let Some(i) = self.inner.index_of_or_add(addr) {
+            self.inner.preferred.store(i, Ordering::Relaxed);
+        }
+    }
+
     /// Decides what to do after a failed attempt. `Ok(())`: the caller should try again
     /// (with [`Self::node`]); `Err(e)`: give up with `e`. `replayable` is false when the
     /// request cannot be sent again (an upload whose data is gone).
@@ -260,6 +268,20 @@ mod tests {
         let mut at = inner.attempts(Idempotency::Unsafe);
         let dl = TroveError::DeadlineExceeded("slow".into());
         assert_eq!(at.failed(dl.clone(), true).await, Err(dl));
+    }
+
+    #[test]
+    fn a_forwarding_node_names_the_leader_and_later_requests_go_there() {
+        let inner = inner(&["a:1", "b:2"], 60_000);
+        let at = inner.attempts(Idempotency::Safe);
+        assert_eq!(at.node().addr, "a:1");
+        at.succeeded();
+        at.prefer("b:2");
+        assert_eq!(inner.attempts(Idempotency::Safe).node().addr, "b:2");
+        // A leader the client was not given is added.
+        inner.attempts(Idempotency::Safe).prefer("http://c:3");
+        assert_eq!(inner.attempts(Idempotency::Safe).node().addr, "c:3");
+        assert_eq!(inner.len(), 3);
     }
 
     #[tokio::test]

@@ -23,3 +23,7 @@ pub mod raft {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trove_descriptor");
 
 pub use status::{error_from_status, status_from_error};
+
+/// Response metadata a node adds when it forwarded the request to the leader: the
+/// leader's client address, so that clients send their next requests there directly.
+pub const LEADER_ADDR_HEADER: &str = "x-trove-leader";

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use trove_storage::snapshot::{SnapshotInfo, verify_snapshot};
 use trove_storage::state::{StateCounts, StateStore};
-use trove_types::limits::{MAX_APPLY_GROUP_BYTES, MAX_APPLY_GROUP_ENTRIES};
+use trove_types::limits::{
+    MAX_APPLY_GROUP_BYTES, MAX_APPLY_GROUP_ENTRIES, SNAPSHOT_EVERY_PAYLOAD_BYTES,
+};
 use trove_types::{Command, Op, OpOk};
 
 use crate::codec::{decode, encode};
@@ -61,7 +63,16 @@ struct Inner {
     current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf)>>,
     /// Fetches a chunk this node lost from a peer (set by the server once it runs).
     repairer: std::sync::OnceLock<ChunkRepairer>,
+    /// Asks Raft for a snapshot (set by the server once it runs).
+    snapshot_trigger: std::sync::OnceLock<SnapshotTrigger>,
+    /// Command payload bytes applied since the last snapshot build started.
+    payload_since_snapshot: std::sync::atomic::AtomicU64,
+    /// A snapshot was asked for and its build has not started yet.
+    snapshot_asked: std::sync::atomic::AtomicBool,
 }
+
+/// Asks Raft to build a snapshot now (without waiting for it).
+pub type SnapshotTrigger = Arc<dyn Fn() + Send + Sync>;
 
 /// Fetches the chunk with this hash from a peer, verifies it and stores it in this
 /// node's chunk store (the server's `repair` module).
@@ -153,6 +164,9 @@ impl StateMachine {
                 apply_lock: Mutex::new(()),
                 current: std::sync::Mutex::new(best),
                 repairer: std::sync::OnceLock::new(),
+                snapshot_trigger: std::sync::OnceLock::new(),
+                payload_since_snapshot: std::sync::atomic::AtomicU64::new(0),
+                snapshot_asked: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -205,6 +219,33 @@ impl StateMachine {
     /// Lets snapshot builds fetch chunks this node lost from its peers (once).
     pub fn set_chunk_repairer(&self, r: ChunkRepairer) {
         let _ = self.inner.repairer.set(r);
+    }
+
+    /// Lets the state machine ask for a snapshot once [`SNAPSHOT_EVERY_PAYLOAD_BYTES`] of
+    /// command payload (object chunks, record values) were applied since the last one, so
+    /// the log stays bounded in bytes as well as in entries (once).
+    pub fn set_snapshot_trigger(&self, t: SnapshotTrigger) {
+        let _ = self.inner.snapshot_trigger.set(t);
+    }
+
+    /// Counts applied payload bytes and asks for a snapshot when enough accumulated.
+    fn count_payload(&self, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        let inner = &self.inner;
+        let total = inner
+            .payload_since_snapshot
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
+        if total >= SNAPSHOT_EVERY_PAYLOAD_BYTES
+            && !inner.snapshot_asked.swap(true, Ordering::Relaxed)
+            && let Some(trigger) = inner.snapshot_trigger.get()
+        {
+            tracing::debug!(
+                bytes = total,
+                "enough payload applied since the last snapshot; asking for one"
+            );
+            trigger();
+        }
     }
 
     /// Whether a valid snapshot was found (at open) or built since.
@@ -277,15 +318,51 @@ impl StateMachine {
             last_membership: rm.membership.clone(),
         };
         let meta_bytes = encode(&meta)?;
-        let dir = dir.to_path_buf();
+        let info = export_repairing(&inner, dir, &meta_bytes, "backup export").await?;
         let store = inner.store.clone();
-        let (info, counts) = blocking(move || {
-            let counts = store.counts()?;
-            let info = store.export_snapshot(&dir, &meta_bytes)?;
-            Ok((info, counts))
+        let counts = blocking(move || Ok(store.counts()?)).await?;
+        Ok(BackupExport { meta, info, counts })
+    }
+}
+
+/// Exports the state into `dir` (replacing what is there), with the apply lock held by
+/// the caller. A chunk file this node lost (the scrubber may not have reached it yet) is
+/// fetched from a peer and the export tried again, rather than failing it.
+async fn export_repairing(
+    inner: &Arc<Inner>,
+    dir: &Path,
+    meta_bytes: &[u8],
+    what: &'static str,
+) -> io::Result<SnapshotInfo> {
+    let mut repairs = 0;
+    loop {
+        let dir2 = dir.to_path_buf();
+        let inner2 = inner.clone();
+        let meta2 = meta_bytes.to_vec();
+        let exported = blocking(move || {
+            if dir2.exists() {
+                std::fs::remove_dir_all(&dir2)?;
+            }
+            Ok(inner2.store.export_snapshot(&dir2, &meta2))
         })
         .await?;
-        Ok(BackupExport { meta, info, counts })
+        match exported {
+            Ok(info) => return Ok(info),
+            Err(trove_storage::StorageError::MissingChunk(hash))
+                if repairs < MAX_SNAPSHOT_REPAIRS
+                    && let Some(repair) = inner.repairer.get() =>
+            {
+                repairs += 1;
+                tracing::warn!(chunk = %hex::encode(hash), "{what} met a missing chunk; fetching it from a peer");
+                repair(hash).await.map_err(|e| {
+                    io_err(format!(
+                        "{what}: chunk {} is missing and could not be repaired: {e}",
+                        hex::encode(hash)
+                    ))
+                })?;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
     }
 }
 
@@ -411,6 +488,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await?;
             drop(guard);
+            self.count_payload(bytes);
             for (responder, result) in responders.into_iter().zip(results) {
                 if let Some(r) = responder {
                     r.send(Applied(result.unwrap_or(Ok(OpOk::Done))));
@@ -542,6 +620,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Holding the apply lock makes the export a point-in-time view consistent with
         // the raft meta read under the same lock.
         let _guard = inner.apply_lock.lock().await;
+        inner
+            .payload_since_snapshot
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .snapshot_asked
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let rm = self.raft_meta()?;
         let meta = SnapshotMeta {
             last_log_id: rm.last_applied,
@@ -549,39 +633,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let dir = inner.snapshots_dir.join(snapshot_name(&meta));
         let meta_bytes = encode(&meta)?;
-        let mut repairs = 0;
-        loop {
-            let dir2 = dir.clone();
-            let inner2 = inner.clone();
-            let meta2 = meta_bytes.clone();
-            let exported = blocking(move || {
-                if dir2.exists() {
-                    // Same point as an existing snapshot: rebuild it cleanly.
-                    std::fs::remove_dir_all(&dir2)?;
-                }
-                Ok(inner2.store.export_snapshot(&dir2, &meta2))
-            })
-            .await?;
-            match exported {
-                Ok(_) => break,
-                // A chunk file this node lost (the scrubber may not have reached it
-                // yet): fetch it from a peer and build again, rather than fail Raft.
-                Err(trove_storage::StorageError::MissingChunk(hash))
-                    if repairs < MAX_SNAPSHOT_REPAIRS
-                        && let Some(repair) = inner.repairer.get() =>
-                {
-                    repairs += 1;
-                    tracing::warn!(chunk = %hex::encode(hash), "snapshot build met a missing chunk; fetching it from a peer");
-                    repair(hash).await.map_err(|e| {
-                        io_err(format!(
-                            "snapshot build: chunk {} is missing and could not be repaired: {e}",
-                            hex::encode(hash)
-                        ))
-                    })?;
-                }
-                Err(e) => return Err(io_err(e)),
-            }
-        }
+        // Same point as an existing snapshot: it is rebuilt cleanly.
+        export_repairing(&inner, &dir, &meta_bytes, "snapshot build").await?;
         drop(_guard);
         self.set_current(meta.clone(), dir.clone())?;
         metrics::histogram!(trove_types::metrics::SNAPSHOT_BUILD_SECONDS)

@@ -9,8 +9,10 @@
 //! Memory is bounded: files are read in [`BACKUP_PIECE_BYTES`] pieces into a channel of
 //! [`BACKUP_QUEUE_MESSAGES`] messages; chunk files are streamed in the order the state
 //! file refers to them (ascending hash), so no list of chunks is ever built. Every chunk
-//! is verified against its hash as it is read: a corrupt copy ends the backup with
-//! DATA_LOSS instead of being backed up.
+//! (at most one chunk size) is read whole and verified against its hash before it is
+//! sent: a corrupt or missing copy is repaired the way a read repairs it (from a peer,
+//! see [`crate::repair`]) and the intact bytes are backed up; only if no peer holds an
+//! intact copy does the backup end with DATA_LOSS. A corrupt copy is never backed up.
 
 use std::fs::File;
 use std::io::Read;
@@ -25,8 +27,8 @@ use trove_proto::v1::backup_message::Part;
 use trove_proto::v1::{BackupFile, BackupFileEnd, BackupHeader, BackupMessage, BackupTrailer};
 use trove_raft::BackupExport;
 use trove_storage::StorageError;
-use trove_types::TroveError;
-use trove_types::limits::{BACKUP_PIECE_BYTES, BACKUP_QUEUE_MESSAGES};
+use trove_types::limits::{BACKUP_PIECE_BYTES, BACKUP_QUEUE_MESSAGES, CHUNK_SIZE_BYTES};
+use trove_types::{Sha256Digest, TroveError};
 
 use crate::api::status;
 use crate::error::ServerError;
@@ -134,7 +136,11 @@ async fn produce(
     );
     let tx = tx.clone();
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || Sender::new(tx).stream(&dir, header))
+    let runtime = tokio::runtime::Handle::current();
+    let n = node.clone();
+    let repair: ChunkRepair =
+        Box::new(move |hash| runtime.block_on(crate::repair::read_chunk(&n, *hash)));
+    tokio::task::spawn_blocking(move || Sender::new(tx).with_repair(repair).stream(&dir, header))
         .await
         .map_err(|e| Outcome::Failed(TroveError::internal(e.to_string())))?
 }
@@ -157,6 +163,11 @@ fn header(node: &NodeRef, export: &BackupExport) -> BackupHeader {
     }
 }
 
+/// Gets an intact copy of a chunk whose exported copy failed verification (called on the
+/// blocking thread that streams the backup).
+pub(crate) type ChunkRepair =
+    Box<dyn FnMut(&Sha256Digest) -> Result<bytes::Bytes, TroveError> + Send>;
+
 /// The blocking side of a backup: reads the export's files and sends the messages,
 /// hashing each one's record bytes for the trailer.
 pub(crate) struct Sender {
@@ -165,6 +176,7 @@ pub(crate) struct Sender {
     files: u64,
     bytes: u64,
     buf: Vec<u8>,
+    repair: Option<ChunkRepair>,
 }
 
 impl Sender {
@@ -175,7 +187,14 @@ impl Sender {
             files: 0,
             bytes: 0,
             buf: vec![0u8; BACKUP_PIECE_BYTES],
+            repair: None,
         }
+    }
+
+    /// Repairs chunks that fail verification with `repair` instead of failing the backup.
+    pub(crate) fn with_repair(mut self, repair: ChunkRepair) -> Self {
+        self.repair = Some(repair);
+        self
     }
 
     fn send(&mut self, part: Part) -> Result<(), Outcome> {
@@ -192,13 +211,13 @@ impl Sender {
     pub(crate) fn stream(mut self, dir: &Path, header: BackupHeader) -> Result<(), Outcome> {
         let (files, total) = (header.files, header.total_bytes);
         self.send(Part::Header(header))?;
-        self.send_file(&dir.join(STATE_FILE), STATE_FILE, None)?;
+        self.send_file(&dir.join(STATE_FILE), STATE_FILE)?;
         // Chunks in the order the state refers to them: ascending hash, i.e. name.
         let mut failed = None;
         let scanned = trove_storage::snapshot::scan_state_file(dir, |hash| {
             let name = format!("{CHUNK_PREFIX}{}", hex::encode(hash));
             let path = dir.join(&name);
-            match self.send_file(&path, &name, Some(hash)) {
+            match self.send_chunk(&path, &name, hash) {
                 Ok(()) => Ok(()),
                 Err(outcome) => {
                     failed = Some(outcome);
@@ -224,14 +243,8 @@ impl Sender {
         }))
     }
 
-    /// Sends one file: its name and size, its bytes in pieces, its CRC32C. A chunk's
-    /// bytes are checked against its hash before its end is sent.
-    fn send_file(
-        &mut self,
-        path: &Path,
-        name: &str,
-        hash: Option<&[u8; 32]>,
-    ) -> Result<(), Outcome> {
+    /// Sends one file: its name and size, its bytes in pieces, its CRC32C.
+    fn send_file(&mut self, path: &Path, name: &str) -> Result<(), Outcome> {
         let io = |e| Outcome::from(StorageError::io(path, e));
         let mut file = File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
@@ -240,7 +253,6 @@ impl Sender {
             size,
         }))?;
         let mut crc = 0u32;
-        let mut sha = hash.map(|_| Sha256::new());
         let mut sent = 0u64;
         loop {
             let n = read_full(&mut file, &mut self.buf).map_err(io)?;
@@ -249,9 +261,6 @@ impl Sender {
             }
             let piece = &self.buf[..n];
             crc = crc32c::crc32c_append(crc, piece);
-            if let Some(h) = &mut sha {
-                h.update(piece);
-            }
             sent += n as u64;
             if sent > size {
                 break;
@@ -265,20 +274,68 @@ impl Sender {
                 format!("{sent} bytes read, {size} expected"),
             )));
         }
-        if let (Some(want), Some(h)) = (hash, sha) {
-            let got: [u8; 32] = h.finalize().into();
-            if &got != want {
-                return Err(Outcome::from(StorageError::corrupt(
-                    path,
-                    format!("the chunk's bytes hash to {}", hex::encode(got)),
-                )));
+        self.end_file(crc, size)
+    }
+
+    /// Sends one chunk, verified against `hash` before any of it is sent; a copy that
+    /// fails is replaced by an intact one from the repair path, or the backup fails.
+    fn send_chunk(&mut self, path: &Path, name: &str, hash: &Sha256Digest) -> Result<(), Outcome> {
+        let data = match read_verified(path, hash) {
+            Ok(data) => data,
+            Err(damage) => {
+                let Some(repair) = self.repair.as_mut() else {
+                    return Err(Outcome::from(damage));
+                };
+                tracing::warn!(
+                    chunk = %hex::encode(hash),
+                    problem = %damage,
+                    "a chunk in the backup export failed verification; repairing it"
+                );
+                repair(hash).map_err(|e| {
+                    Outcome::Failed(TroveError::DataLoss(format!(
+                        "chunk {} failed verification ({damage}) and could not be repaired; \
+                         the backup was aborted: {e}",
+                        hex::encode(hash)
+                    )))
+                })?
             }
+        };
+        self.send(Part::File(BackupFile {
+            name: name.to_string(),
+            size: data.len() as u64,
+        }))?;
+        for piece in data.chunks(BACKUP_PIECE_BYTES) {
+            self.send(Part::Data(data.slice_ref(piece)))?;
         }
-        self.send(Part::FileEnd(BackupFileEnd { crc32c: crc }))?;
+        self.end_file(crc32c::crc32c(&data), data.len() as u64)
+    }
+
+    fn end_file(&mut self, crc32c: u32, size: u64) -> Result<(), Outcome> {
+        self.send(Part::FileEnd(BackupFileEnd { crc32c }))?;
         self.files += 1;
         self.bytes += size;
         Ok(())
     }
+}
+
+/// A chunk file's bytes if they hash to `hash` (a chunk is at most [`CHUNK_SIZE_BYTES`]).
+fn read_verified(path: &Path, hash: &Sha256Digest) -> Result<bytes::Bytes, StorageError> {
+    let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let mut data = Vec::new();
+    file.take(CHUNK_SIZE_BYTES as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| StorageError::io(path, e))?;
+    if data.len() > CHUNK_SIZE_BYTES {
+        return Err(StorageError::corrupt(path, "longer than a chunk can be"));
+    }
+    let got: [u8; 32] = Sha256::digest(&data).into();
+    if &got != hash {
+        return Err(StorageError::corrupt(
+            path,
+            format!("the chunk's bytes hash to {}", hex::encode(got)),
+        ));
+    }
+    Ok(bytes::Bytes::from(data))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -32,7 +32,7 @@ impl Default for Tuning {
             heartbeat_ms: 100,
             election_min_ms: 800,
             election_max_ms: 1600,
-            snapshot_every_entries: 1024,
+            snapshot_every_entries: 10_000,
             expire_interval_ms: 60_000,
             scrub_rate_bytes_per_sec: 16 * 1024 * 1024,
             scrub_interval_secs: 24 * 60 * 60,

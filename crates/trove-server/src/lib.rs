@@ -269,6 +269,17 @@ pub async fn run(
         })
     }));
 
+    let weak = Arc::downgrade(&node);
+    sm.set_snapshot_trigger(Arc::new(move || {
+        if let Some(node) = weak.upgrade() {
+            tokio::spawn(async move {
+                if let Err(e) = node.raft.trigger().snapshot().await {
+                    tracing::warn!(error = %e, "asking for a snapshot failed");
+                }
+            });
+        }
+    }));
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 

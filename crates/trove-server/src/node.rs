@@ -218,7 +218,13 @@ impl Node {
             tonic::metadata::MetadataValue::from_static("1"),
         );
         req.set_timeout(Duration::from_secs(60));
-        call(ch, req).await
+        let mut resp = call(ch, req).await?;
+        // Tell the client where the leader is, so its next request skips this hop.
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(addr) {
+            resp.metadata_mut()
+                .insert(trove_proto::LEADER_ADDR_HEADER, v);
+        }
+        Ok(resp)
     }
 
     /// Submits a command to Raft on this node (which must be the leader) and returns a

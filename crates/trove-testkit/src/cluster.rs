@@ -219,6 +219,10 @@ impl ProcessCluster {
             peer_addr.to_string(),
             "--peer-source-ip".into(),
             source_ip(id)?.to_string(),
+            // Snapshots far more often than the default, so that snapshot builds, log
+            // purges and snapshot installs happen under the faults of a short run.
+            "--snapshot-every-entries".into(),
+            "1024".into(),
         ];
         args.extend(self.cfg.extra_args.iter().cloned());
         self.targets

@@ -28,6 +28,9 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Byte cap on the entries of one AppendEntries message.
 pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// A snapshot is also taken once this many command payload bytes (chunks, record values)
+/// were applied since the last one, whatever the entry count: it bounds the log's size.
+pub const SNAPSHOT_EVERY_PAYLOAD_BYTES: u64 = 512 * 1024 * 1024;
 /// Most entries the state machine applies in one atomic state batch.
 pub const MAX_APPLY_GROUP_ENTRIES: usize = 512;
 /// Most command payload bytes (record values, chunk data) in one apply group.
