@@ -28,7 +28,9 @@ pub struct ChaosArgs {
     pub nodes: u64,
     /// Fault kinds, comma-separated: kill, pause, partition, asym, flap, delay, reset,
     /// restart-all, membership, wipe (a lost volume), rollback (a volume replaced by an
-    /// older copy of itself), corrupt (damaged chunk files and raft log), or all.
+    /// older copy of itself), corrupt (damaged chunk files and raft log), powercut (a
+    /// node's own loop-mounted XFS shut down, losing what was not fsynced; needs root and
+    /// xfsprogs), or all (every kind that can run here).
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub faults: String,
     /// Concurrent clients.

@@ -43,6 +43,8 @@ pub struct ClusterConfig {
     pub env: Vec<(String, String)>,
     /// Extra `trove server` flags for every node.
     pub extra_args: Vec<String>,
+    /// Put each node's data on its own loop-mounted XFS (for power cuts; needs root).
+    pub loop_disks: bool,
 }
 
 /// Where a node's process is.
@@ -162,6 +164,8 @@ pub struct ProcessCluster {
     nodes: BTreeMap<u64, NodeProc>,
     proxy: Proxy,
     targets: PollTargets,
+    /// Each node's filesystem, with `loop_disks` (dropped after the processes stop).
+    disks: Option<crate::disks::LoopDisks>,
 }
 
 impl ProcessCluster {
@@ -170,11 +174,15 @@ impl ProcessCluster {
     pub async fn start(cfg: ClusterConfig, n: u64, proxy: Proxy) -> Result<ProcessCluster> {
         std::fs::create_dir_all(&cfg.root)
             .map_err(|e| TestkitError::io(format!("create {}", cfg.root.display()), e))?;
+        let disks = cfg
+            .loop_disks
+            .then(|| crate::disks::LoopDisks::new(&cfg.root));
         let mut cluster = ProcessCluster {
             cfg,
             nodes: BTreeMap::new(),
             proxy,
             targets: Arc::new(RwLock::new(BTreeMap::new())),
+            disks,
         };
         let mut planned = Vec::new();
         for id in 1..=n {
@@ -204,7 +212,10 @@ impl ProcessCluster {
         let client_addr = format!("127.0.0.1:{}", free_port()?);
         let peer_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let peer_addr = self.proxy.add_node(id, peer_listen).await?;
-        let data_dir = self.cfg.root.join(format!("node-{id}"));
+        let data_dir = match &mut self.disks {
+            Some(d) => d.create(id)?.join(format!("node-{id}")),
+            None => self.cfg.root.join(format!("node-{id}")),
+        };
         let mut args = vec![
             "server".to_string(),
             "--id".into(),
@@ -427,6 +438,19 @@ impl ProcessCluster {
         }
         self.spawn(id, extra_env)?;
         self.wait_listening(id).await
+    }
+
+    /// A power cut of node `id`: its filesystem stops at once (everything not fsynced is
+    /// lost), the process is killed, and the filesystem is mounted again (ready for
+    /// [`ProcessCluster::restart`]). Needs `ClusterConfig::loop_disks`.
+    pub fn power_cut(&mut self, id: u64) -> Result<()> {
+        let disks = self.disks.as_mut().ok_or_else(|| TestkitError::Node {
+            id,
+            message: "power cuts need the cluster's loop disks".into(),
+        })?;
+        disks.cut(id)?;
+        self.nodes.get_mut(&id).ok_or_else(|| no_node(id))?.kill9();
+        self.disks.as_mut().map_or(Ok(()), |d| d.remount(id))
     }
 
     /// Simulates what a power cut does to the derived state store of node `id` (which

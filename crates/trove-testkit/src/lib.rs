@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod disks;
 pub mod error;
 pub mod history;
 pub mod monitor;

@@ -62,11 +62,15 @@ pub enum FaultKind {
     /// peers; then SIGKILL it, flip a byte in the middle of its raft log and restart it
     /// (it must not vote until a leader has re-sent what the damage cut off).
     Corrupt,
+    /// A power cut of one node: its filesystem (a loop-mounted XFS of its own) is shut
+    /// down at once, losing everything not fsynced, the process is killed, and the node
+    /// comes back after a while on the remounted filesystem. Needs root and xfsprogs.
+    PowerCut,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Partition,
@@ -79,7 +83,17 @@ impl FaultKind {
         FaultKind::Wipe,
         FaultKind::Rollback,
         FaultKind::Corrupt,
+        FaultKind::PowerCut,
     ];
+
+    /// Every kind that can run on this machine (`powercut` needs root and xfsprogs).
+    pub fn available() -> Vec<FaultKind> {
+        let powercut_ok = crate::disks::unavailable().is_none();
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| *k != FaultKind::PowerCut || powercut_ok)
+            .collect()
+    }
 
     /// The name used by `--faults` and in reports.
     pub fn name(self) -> &'static str {
@@ -96,6 +110,7 @@ impl FaultKind {
             FaultKind::Wipe => "wipe",
             FaultKind::Rollback => "rollback",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::PowerCut => "powercut",
         }
     }
 
@@ -104,7 +119,8 @@ impl FaultKind {
         let mut out = BTreeSet::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if part == "all" {
-                out.extend(FaultKind::ALL);
+                // Power cuts need root and xfsprogs; `all` means all that can run here.
+                out.extend(FaultKind::available());
                 continue;
             }
             let k = FaultKind::ALL
@@ -116,6 +132,13 @@ impl FaultKind {
                         FaultKind::ALL.map(FaultKind::name).join(", ")
                     ))
                 })?;
+            if k == FaultKind::PowerCut
+                && let Some(why) = crate::disks::unavailable()
+            {
+                return Err(TestkitError::Config(format!(
+                    "fault kind powercut {why}: each node's data goes on its own loop-mounted XFS"
+                )));
+            }
             out.insert(k);
         }
         Ok(out.into_iter().collect())
@@ -182,7 +205,7 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Plann
             FaultKind::Membership => (0, rng.random_range(0..3), rng.random_range(0..2)),
             // Wipe: how long the node stays down. Rollback: how long it runs (and
             // acknowledges writes) between the copy and the rollback.
-            FaultKind::Wipe => (rng.random_range(1_000..=3_000), 0, 0),
+            FaultKind::Wipe | FaultKind::PowerCut => (rng.random_range(1_000..=3_000), 0, 0),
             FaultKind::Rollback => (rng.random_range(2_000..=5_000), 0, 0),
             // Corrupt: how long the node stays down for the log damage; `a` chunk files
             // are damaged; `b` seeds the choice of files and damage.
@@ -198,7 +221,10 @@ pub fn schedule(seed: u64, duration: Duration, kinds: &[FaultKind]) -> Vec<Plann
             + match kind {
                 FaultKind::Membership => 8_000,
                 // Re-seeding from a peer (a snapshot of the whole state) takes a while.
-                FaultKind::Wipe | FaultKind::Rollback | FaultKind::Corrupt => 5_000,
+                FaultKind::Wipe
+                | FaultKind::Rollback
+                | FaultKind::Corrupt
+                | FaultKind::PowerCut => 5_000,
                 _ => 1_000,
             };
         if t + cost > total_ms.saturating_sub(2_000) {
@@ -477,6 +503,16 @@ impl Nemesis {
                 ev.detail = format!("node {id}'s data directory rolled back by {hold:?}");
             }
             FaultKind::Corrupt => self.corrupt(f, ev, hold, stop).await?,
+            FaultKind::PowerCut => {
+                self.no_node_recovering().await?;
+                let id = self.target(f, ev).await?;
+                self.cluster.lock().await.power_cut(id)?;
+                ev.detail = format!(
+                    "node {id}'s filesystem shut down (unsynced writes lost), process killed, down {hold:?}"
+                );
+                sleep_or_stop(hold, stop).await;
+                self.cluster.lock().await.restart(id, &[]).await?;
+            }
         }
         Ok(())
     }
@@ -750,6 +786,22 @@ mod tests {
         assert!(a.len() >= 8, "only {} faults in 120s", a.len());
         let total: u64 = a.iter().map(|f| f.gap_ms + f.hold_ms).sum();
         assert!(total < 120_000);
+    }
+
+    #[test]
+    fn powercut_is_in_all_only_where_it_can_run() {
+        let why = crate::disks::unavailable();
+        let all = FaultKind::parse_list("all").unwrap();
+        assert_eq!(all.contains(&FaultKind::PowerCut), why.is_none());
+        assert_eq!(all.len(), FaultKind::ALL.len() - usize::from(why.is_some()));
+        match why {
+            // Asked for by name where it cannot run: a clear error, not a silent skip.
+            Some(_) => assert!(FaultKind::parse_list("powercut,kill").is_err()),
+            None => assert_eq!(
+                FaultKind::parse_list("powercut").unwrap(),
+                vec![FaultKind::PowerCut]
+            ),
+        }
     }
 
     #[test]

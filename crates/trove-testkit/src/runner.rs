@@ -85,7 +85,7 @@ impl ChaosConfig {
             seed,
             duration: Duration::from_secs(120),
             nodes: 3,
-            faults: FaultKind::ALL.to_vec(),
+            faults: FaultKind::available(),
             clients: 6,
             rate: 150.0,
             keys: 48,
@@ -133,6 +133,7 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Report> {
         log_level: cfg.log_level.clone(),
         env: cfg.server_env.clone(),
         extra_args: Vec::new(),
+        loop_disks: cfg.faults.contains(&FaultKind::PowerCut),
     };
     let cluster = ProcessCluster::start(cluster_cfg, cfg.nodes, Proxy::new(cfg.seed)).await?;
     let cluster = Arc::new(Mutex::new(cluster));
