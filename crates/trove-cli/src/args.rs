@@ -239,7 +239,7 @@ pub struct ServerArgs {
     )]
     pub join: Option<String>,
     /// Build a Raft snapshot (and allow the log before it to be purged) after this many
-    /// log entries [default: 1024].
+    /// log entries [default: 10000]; one is also built after 512 MiB of applied payload.
     #[arg(long, env = "TROVE_SNAPSHOT_EVERY_ENTRIES", value_name = "N")]
     pub snapshot_every_entries: Option<u64>,
     /// How fast the background scrubber reads and verifies this node's chunks, in MiB/s
