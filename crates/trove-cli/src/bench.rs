@@ -187,7 +187,7 @@ async fn bench(
                     None if Instant::now() >= deadline => break,
                     _ => {}
                 }
-                let op = Op {
+                let op = Step {
                     workload,
                     worker: w,
                     i,
@@ -338,9 +338,9 @@ fn key(k: u64) -> String {
     format!("bench/{k:08}")
 }
 
-/// Which operation a worker runs next.
+/// Which operation a worker runs next (a bench step, not a state machine `Op`).
 #[derive(Clone, Copy)]
-struct Op {
+struct Step {
     workload: Workload,
     worker: u32,
     /// The worker's operation number.
@@ -373,7 +373,7 @@ impl Moved {
 /// One operation.
 async fn one_op(
     d: &mut Driver,
-    op: Op,
+    op: Step,
     rng: &mut impl Rng,
     value: &Bytes,
     data: &Bytes,

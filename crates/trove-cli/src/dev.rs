@@ -73,17 +73,15 @@ pub async fn run(args: DevArgs, global: &GlobalArgs) -> Result<()> {
             ""
         }
     );
-    let mut nodes = Vec::new();
-    for id in 1..=args.nodes {
-        let node = spawn_node(&exe, &args.data_dir, id, base, &initial_cluster);
-        match node {
-            Ok(n) => nodes.push(n),
-            Err(e) => {
-                stop_all(&mut nodes, true).await;
-                return Err(e);
-            }
-        }
-    }
+    let mut nodes = spawn_all(
+        &exe,
+        &args.data_dir,
+        args.nodes,
+        base,
+        &initial_cluster,
+        true,
+    )
+    .await?;
     for n in &nodes {
         println!(
             "  node {}  client {}  peer {}  status page http://{}/  pid {}  log {}",
@@ -143,6 +141,28 @@ fn check_ports_free(ports: &[u64]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts nodes 1..=count; if one cannot start, stops those already started.
+async fn spawn_all(
+    exe: &Path,
+    data_dir: &Path,
+    count: u64,
+    base: u64,
+    initial_cluster: &str,
+    verbose: bool,
+) -> Result<Vec<DevNode>> {
+    let mut nodes = Vec::new();
+    for id in 1..=count {
+        match spawn_node(exe, data_dir, id, base, initial_cluster) {
+            Ok(n) => nodes.push(n),
+            Err(e) => {
+                stop_all(&mut nodes, verbose).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(nodes)
 }
 
 fn spawn_node(
@@ -404,16 +424,7 @@ impl LocalCluster {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let exe = std::env::current_exe().context("finding the trove executable")?;
         let initial_cluster = plan_ports(base, count)?;
-        let mut nodes = Vec::new();
-        for id in 1..=count {
-            match spawn_node(&exe, data_dir, id, base, &initial_cluster) {
-                Ok(n) => nodes.push(n),
-                Err(e) => {
-                    stop_all(&mut nodes, false).await;
-                    return Err(e);
-                }
-            }
-        }
+        let mut nodes = spawn_all(&exe, data_dir, count, base, &initial_cluster, false).await?;
         let endpoints: Vec<String> = nodes.iter().map(|n| n.client_addr.clone()).collect();
         if let Err(e) = wait_for_leader(&mut nodes, &endpoints).await {
             stop_all(&mut nodes, false).await;
