@@ -559,6 +559,14 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` with the same arguments and data directory, without waiting for
+    /// anything (the caller watches it).
+    pub fn spawn(&mut self, id: u64) {
+        eprintln!("harness: spawn node {id}");
+        let bin = self.bin.clone();
+        self.node_mut(id).spawn(&bin);
+    }
+
     /// Stops every node cleanly (SIGTERM, then SIGKILL after a grace period).
     pub fn stop_all(&mut self) {
         for n in self.nodes.values_mut() {

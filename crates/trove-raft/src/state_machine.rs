@@ -6,8 +6,8 @@
 //! what it holds and openraft re-applies the rest from the log.
 //!
 //! Snapshots are directories under `<data>/snapshots/`, built from a point-in-time view
-//! (the builder holds the apply lock while exporting) with hard links to the chunk
-//! files they reference. Off-cluster backups are exported the same way into a directory
+//! of the state (`StateStore::begin_export`: apply goes on while the export is written)
+//! with hard links to the chunk files they reference. Off-cluster backups are exported the same way into a directory
 //! of the caller's ([`StateMachine::export_backup`]), and a backup becomes the initial
 //! state of a new cluster through [`seed_restored_state`].
 
@@ -57,8 +57,11 @@ impl RaftMeta {
 struct Inner {
     store: Arc<StateStore>,
     snapshots_dir: PathBuf,
-    /// Serialises apply against snapshot export (point-in-time view).
+    /// Serialises apply against snapshot install.
     apply_lock: Mutex<()>,
+    /// Held by exports (snapshot builds, backups) and installs: an install never replaces
+    /// the state under an export's walk. Taken before `apply_lock`.
+    export_lock: Mutex<()>,
     /// The current snapshot (meta + directory).
     current: std::sync::Mutex<Option<(SnapshotMeta, PathBuf)>>,
     /// Fetches a chunk this node lost from a peer (set by the server once it runs).
@@ -162,6 +165,7 @@ impl StateMachine {
                 store,
                 snapshots_dir: snapshots_dir.to_path_buf(),
                 apply_lock: Mutex::new(()),
+                export_lock: Mutex::new(()),
                 current: std::sync::Mutex::new(best),
                 repairer: std::sync::OnceLock::new(),
                 snapshot_trigger: std::sync::OnceLock::new(),
@@ -303,67 +307,68 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Exports the state into `dir` (which must not exist) for an off-cluster backup.
-    /// Like [`RaftSnapshotBuilder::build_snapshot`] it holds the apply lock, so the
-    /// export is exactly the state after `meta.last_log_id` (and the counts are of the
-    /// same state); but the directory is the caller's and never becomes the current
-    /// snapshot. Chunk files are hard links: `dir` must be on the data directory's
-    /// filesystem. Applying waits only while `state.bin` is written and chunks linked.
+    /// Exports the state into `dir` (which must not exist) for an off-cluster backup:
+    /// like [`RaftSnapshotBuilder::build_snapshot`], exactly the state after
+    /// `meta.last_log_id` (and the counts are of that state), while apply goes on; but the
+    /// directory is the caller's and never becomes the current snapshot. Chunk files are
+    /// hard links: `dir` must be on the data directory's filesystem.
     pub async fn export_backup(&self, dir: &Path) -> io::Result<BackupExport> {
         let inner = self.inner.clone();
-        let _guard = inner.apply_lock.lock().await;
-        let rm = self.raft_meta()?;
-        let meta = SnapshotMeta {
-            last_log_id: rm.last_applied,
-            last_membership: rm.membership.clone(),
-        };
-        let meta_bytes = encode(&meta)?;
-        let info = export_repairing(&inner, dir, &meta_bytes, "backup export").await?;
-        let store = inner.store.clone();
-        let counts = blocking(move || Ok(store.counts()?)).await?;
+        let _exporting = inner.export_lock.lock().await;
+        let dir = dir.to_path_buf();
+        let (meta, info) = export(&inner, "backup export", move |_| Ok(dir)).await?;
+        let counts = info.counts.clone();
         Ok(BackupExport { meta, info, counts })
     }
 }
 
-/// Exports the state into `dir` (replacing what is there), with the apply lock held by
-/// the caller. A chunk file this node lost (the scrubber may not have reached it yet) is
-/// fetched from a peer and the export tried again, rather than failing it.
-async fn export_repairing(
+/// Exports a point-in-time view of the state into the directory `dir_for` names for its
+/// snapshot meta (replacing what is there), with the caller holding the export lock.
+/// Apply waits only while the view opens. A chunk file this node lost (the scrubber may
+/// not have reached it yet) is fetched from a peer rather than failing the export.
+async fn export(
     inner: &Arc<Inner>,
-    dir: &Path,
-    meta_bytes: &[u8],
     what: &'static str,
-) -> io::Result<SnapshotInfo> {
-    let mut repairs = 0;
-    loop {
-        let dir2 = dir.to_path_buf();
-        let inner2 = inner.clone();
-        let meta2 = meta_bytes.to_vec();
-        let exported = blocking(move || {
-            if dir2.exists() {
-                std::fs::remove_dir_all(&dir2)?;
-            }
-            Ok(inner2.store.export_snapshot(&dir2, &meta2))
-        })
-        .await?;
-        match exported {
-            Ok(info) => return Ok(info),
-            Err(trove_storage::StorageError::MissingChunk(hash))
-                if repairs < MAX_SNAPSHOT_REPAIRS
-                    && let Some(repair) = inner.repairer.get() =>
-            {
-                repairs += 1;
-                tracing::warn!(chunk = %hex::encode(hash), "{what} met a missing chunk; fetching it from a peer");
-                repair(hash).await.map_err(|e| {
-                    io_err(format!(
-                        "{what}: chunk {} is missing and could not be repaired: {e}",
-                        hex::encode(hash)
-                    ))
-                })?;
-            }
-            Err(e) => return Err(io_err(e)),
+    dir_for: impl FnOnce(&SnapshotMeta) -> io::Result<PathBuf> + Send + 'static,
+) -> io::Result<(SnapshotMeta, SnapshotInfo)> {
+    let inner2 = inner.clone();
+    let runtime = tokio::runtime::Handle::current();
+    blocking(move || {
+        let export = inner2.store.begin_export().map_err(io_err)?;
+        let rm = RaftMeta::decode(export.applied_raft_meta().map(<[u8]>::to_vec))?;
+        let meta = SnapshotMeta {
+            last_log_id: rm.last_applied,
+            last_membership: rm.membership,
+        };
+        let dir = dir_for(&meta)?;
+        if dir.exists() {
+            // Same point as an existing snapshot: it is rebuilt cleanly.
+            std::fs::remove_dir_all(&dir)?;
         }
-    }
+        let mut repairs = 0;
+        let mut fetch_missing = |hash: &trove_types::Sha256Digest| {
+            let missing = || trove_storage::StorageError::MissingChunk(*hash);
+            let Some(repair) = inner2.repairer.get() else {
+                return Err(missing());
+            };
+            if repairs >= MAX_SNAPSHOT_REPAIRS {
+                return Err(missing());
+            }
+            repairs += 1;
+            tracing::warn!(chunk = %hex::encode(hash), "{what} met a missing chunk; fetching it from a peer");
+            runtime.block_on(repair(*hash)).map_err(|e| {
+                trove_storage::StorageError::Invalid(format!(
+                    "{what}: chunk {} is missing and could not be repaired: {e}",
+                    hex::encode(hash)
+                ))
+            })
+        };
+        let info = export
+            .write(&dir, &encode(&meta)?, &mut fetch_missing)
+            .map_err(io_err)?;
+        Ok((meta, info))
+    })
+    .await
 }
 
 /// Seeds an empty state store with a backup (a snapshot directory exported by
@@ -512,6 +517,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let name = snapshot_name(meta);
         let dest = inner.snapshots_dir.join(&name);
         let lock_holder = self.inner.clone();
+        let _exporting = lock_holder.export_lock.lock().await;
         let _guard = lock_holder.apply_lock.lock().await;
         let meta2 = meta.clone();
         let prev_max = self.raft_meta()?.max_node_id;
@@ -617,25 +623,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
         let inner = self.inner.clone();
-        // Holding the apply lock makes the export a point-in-time view consistent with
-        // the raft meta read under the same lock.
-        let _guard = inner.apply_lock.lock().await;
+        let _exporting = inner.export_lock.lock().await;
         inner
             .payload_since_snapshot
             .store(0, std::sync::atomic::Ordering::Relaxed);
         inner
             .snapshot_asked
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        let rm = self.raft_meta()?;
-        let meta = SnapshotMeta {
-            last_log_id: rm.last_applied,
-            last_membership: rm.membership.clone(),
-        };
-        let dir = inner.snapshots_dir.join(snapshot_name(&meta));
-        let meta_bytes = encode(&meta)?;
-        // Same point as an existing snapshot: it is rebuilt cleanly.
-        export_repairing(&inner, &dir, &meta_bytes, "snapshot build").await?;
-        drop(_guard);
+        let snapshots_dir = inner.snapshots_dir.clone();
+        let (meta, info) = export(&inner, "snapshot build", move |meta| {
+            Ok(snapshots_dir.join(snapshot_name(meta)))
+        })
+        .await?;
+        let dir = info.dir.clone();
         self.set_current(meta.clone(), dir.clone())?;
         metrics::histogram!(trove_types::metrics::SNAPSHOT_BUILD_SECONDS)
             .record(started.elapsed().as_secs_f64());

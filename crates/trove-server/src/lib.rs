@@ -22,6 +22,7 @@ pub mod restore;
 pub mod telemetry;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +149,40 @@ async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), Serve
     Ok((id, Start::Bootstrap(members)))
 }
 
+/// Opens the sled state, reading and checking every value. A state that is damaged
+/// (sled reports corruption, a value does not decode) is moved aside to
+/// `state-damaged-<unix time>/` and an empty one opened: the state is derived, and
+/// `StateMachine::open` and Raft rebuild it from the snapshot and the log. Damage that
+/// sled takes for a torn tail of its own log opens as an earlier state, which the same
+/// mechanisms bring forward.
+fn open_state(dir: &Path, node_id: u64) -> Result<StateStore, ServerError> {
+    let state_dir = dir.join("state");
+    let chunks = || ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage);
+    let started = std::time::Instant::now();
+    match StateStore::open_verified(&state_dir, chunks()?) {
+        Ok(store) => {
+            tracing::info!(
+                node = node_id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "state store opened and verified"
+            );
+            Ok(store)
+        }
+        Err(e @ trove_storage::StorageError::Corrupt { .. }) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = dir.join(format!("state-damaged-{secs}"));
+            tracing::error!(node = node_id, error = %e, aside = %aside.display(), "the state store is damaged: keeping it aside for inspection and rebuilding it from the snapshot and the log");
+            std::fs::rename(&state_dir, &aside)
+                .map_err(|e| ServerError::Storage(format!("{}: {e}", state_dir.display())))?;
+            trove_storage::fsutil::sync_dir(dir).map_err(ServerError::from_storage)?;
+            StateStore::open(&state_dir, chunks()?).map_err(ServerError::from_storage)
+        }
+        Err(e) => Err(ServerError::from_storage(e)),
+    }
+}
+
 /// Runs a node until `shutdown` resolves (or a fatal error).
 pub async fn run(
     config: ServerConfig,
@@ -197,18 +232,30 @@ pub async fn run(
             Err(e) => return Err(ServerError::Storage(format!("{}: {e}", state.display()))),
         }
     }
-    let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
-    let store =
-        Arc::new(StateStore::open(&dir.join("state"), chunks).map_err(ServerError::from_storage)?);
+    let store = Arc::new(open_state(&dir, config.node_id)?);
     let sm =
         StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
-    if rebuilding
-        && !sm.has_snapshot()
-        && let Some(purged) = log.last_purged_index()
+    // The state must reach the log's start: entries up to the purge point exist only in
+    // a snapshot. A state behind it (rebuilt or rolled back by damage, with no valid
+    // snapshot left to reinstall) cannot be brought forward from this node's own disk.
+    let applied = sm
+        .raft_meta()
+        .map_err(ServerError::from_storage)?
+        .last_applied
+        .map(|l| l.index);
+    if let Some(purged) = log.last_purged_index()
+        && applied.is_none_or(|a| a < purged)
     {
+        let what = if rebuilding {
+            format!("the raft log in {} was damaged and", raft_dir.display())
+        } else {
+            format!(
+                "the state in {} is behind the log and",
+                dir.join("state").display()
+            )
+        };
         return Err(ServerError::Storage(format!(
-            "the raft log in {} was damaged and this node's state cannot be rebuilt from what is left (no valid snapshot, and the log up to index {purged} was purged). Move the data directory away (mv {} {}.damaged) and start the node again with the same command: it will be re-seeded from its peers and will not vote until then",
-            raft_dir.display(),
+            "{what} this node's state cannot be rebuilt from what is left (no valid snapshot reaches index {purged}, where the log was purged). Move the data directory away (mv {} {}.damaged) and start the node again with the same command: it will be re-seeded from its peers and will not vote until then",
             dir.display(),
             dir.display()
         )));

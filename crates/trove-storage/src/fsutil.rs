@@ -50,6 +50,15 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Removes the file at `path` and fsyncs its directory so the removal is durable.
+pub fn remove_file_durable(path: &Path) -> Result<()> {
+    fs::remove_file(path).map_err(|e| StorageError::io(path, e))?;
+    match parent_dir(path) {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Creates a directory (and parents) and fsyncs its parent so the creation is durable.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
     if dir.is_dir() {
@@ -69,10 +78,17 @@ pub const FORMAT_FILE: &str = "FORMAT";
 /// another kind of store or by a format version other than `supported`, without modifying
 /// anything. Returns whether the file exists (a missing file means a new directory).
 pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool> {
+    Ok(read_format_file(dir, kind, supported, supported)?.is_some())
+}
+
+/// Reads `dir/FORMAT` like [`check_format_file`], accepting any version from `oldest`
+/// to `newest` (older ones are migrated by their store's `open`); returns it, `None` if
+/// the file does not exist.
+pub fn read_format_file(dir: &Path, kind: &str, oldest: u32, newest: u32) -> Result<Option<u32>> {
     let path = dir.join(FORMAT_FILE);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io(&path, e)),
     };
     let mut words = text.split_whitespace();
@@ -94,14 +110,14 @@ pub fn check_format_file(dir: &Path, kind: &str, supported: u32) -> Result<bool>
     let found: u32 = version.parse().map_err(|_| {
         StorageError::corrupt(&path, format!("unreadable format version {version:?}"))
     })?;
-    if found != supported {
+    if !(oldest..=newest).contains(&found) {
         return Err(StorageError::UnsupportedVersion {
             path,
             found,
-            supported,
+            supported: newest,
         });
     }
-    Ok(true)
+    Ok(Some(found))
 }
 
 /// Writes `dir/FORMAT` durably (see [`check_format_file`]).

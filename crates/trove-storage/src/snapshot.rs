@@ -15,6 +15,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,8 +25,8 @@ use crate::chunks::read_verified_file;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{create_dir_durable, sync_dir};
 use crate::state::{
-    APPLIED_KEY, META, StateStore, TREE_POINTER_KEY, encode, refcount_hash, tree_name,
-    validate_entry,
+    APPLIED_KEY, META, StateCounts, StateStore, TREE_POINTER_KEY, View, encode, refcount_hash,
+    to_portable, to_stored, tree_name, validate_entry,
 };
 
 /// The state file inside a snapshot directory.
@@ -55,6 +56,8 @@ pub struct SnapshotInfo {
     pub chunks: u64,
     /// Bytes of `state.bin` plus all chunk files.
     pub bytes: u64,
+    /// Sizes of the state's tables in the snapshot.
+    pub counts: StateCounts,
 }
 
 /// A frame's payload as written.
@@ -303,7 +306,9 @@ fn chunk_file(dir: &Path, hash: &[u8; 32]) -> PathBuf {
 pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
     let mut chunks = 0u64;
     let mut chunk_bytes = 0u64;
+    let mut counts = StateCounts::default();
     let (raft_meta, entries, state_bytes) = read_state_file(dir, |key, _| {
+        counts.count_key(key);
         if let Some(hash) = refcount_hash(key) {
             let path = chunk_file(dir, &hash);
             let data = read_verified_file(&path, &hash).map_err(|e| match e {
@@ -324,6 +329,7 @@ pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
         entries,
         chunks,
         bytes: state_bytes + chunk_bytes,
+        counts,
     })
 }
 
@@ -382,11 +388,68 @@ fn tmp_dir_for(dir: &Path) -> Result<PathBuf> {
     Ok(dir.with_file_name(tmp_name))
 }
 
+/// An export in progress: a point-in-time view of the state, opened by
+/// [`StateStore::begin_export`], written by [`Export::write`] while apply goes on (see
+/// `state/views.rs` for how apply keeps the view true to its point).
+pub struct Export<'a> {
+    store: &'a StateStore,
+    view: Arc<View>,
+    applied_raft_meta: Option<Vec<u8>>,
+}
+
 impl StateStore {
-    /// Writes a point-in-time snapshot of the state into `dir` (which must not exist):
-    /// built in `<dir>.tmp` under the apply lock, fsynced, then renamed into place. The
-    /// raft meta stored is `raft_meta` (the caller's snapshot meta).
+    /// Opens a point-in-time view of the state: what [`Export::write`] writes is the state
+    /// as it is now, however many entries are applied meanwhile. Apply waits only for
+    /// this call, not for the export.
+    pub fn begin_export(&self) -> Result<Export<'_>> {
+        let _guard = self.lock_apply();
+        let applied_raft_meta = self.raft_meta()?;
+        let view = self.views.open();
+        Ok(Export {
+            store: self,
+            view,
+            applied_raft_meta,
+        })
+    }
+
+    /// Writes a point-in-time snapshot of the state into `dir` (which must not exist),
+    /// storing `raft_meta` as its raft meta: [`Self::begin_export`] then [`Export::write`],
+    /// failing on a missing chunk file.
     pub fn export_snapshot(&self, dir: &Path, raft_meta: &[u8]) -> Result<SnapshotInfo> {
+        self.begin_export()?
+            .write(dir, raft_meta, &mut |h| Err(StorageError::MissingChunk(*h)))
+    }
+}
+
+impl Export<'_> {
+    /// The raft meta stored with the last entry applied at the export's point (`None`:
+    /// nothing applied).
+    pub fn applied_raft_meta(&self) -> Option<&[u8]> {
+        self.applied_raft_meta.as_deref()
+    }
+
+    /// Writes the snapshot into `dir` (which must not exist): built in `<dir>.tmp`,
+    /// fsynced, then renamed into place, with `raft_meta` (the caller's snapshot meta) as
+    /// its raft meta. A chunk file missing from the chunk store is handed to
+    /// `fetch_missing` (which puts it back, or fails) and linked again.
+    pub fn write(
+        self,
+        dir: &Path,
+        raft_meta: &[u8],
+        fetch_missing: &mut dyn FnMut(&Sha256Digest) -> Result<()>,
+    ) -> Result<SnapshotInfo> {
+        self.write_observed(dir, raft_meta, fetch_missing, &mut |_| {})
+    }
+
+    /// [`Self::write`], calling `observe` with each key after it is written (tests use it
+    /// to apply entries in the middle of an export).
+    pub(crate) fn write_observed(
+        self,
+        dir: &Path,
+        raft_meta: &[u8],
+        fetch_missing: &mut dyn FnMut(&Sha256Digest) -> Result<()>,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<SnapshotInfo> {
         if dir.exists() {
             return Err(StorageError::Invalid(format!(
                 "snapshot directory {} already exists",
@@ -403,8 +466,8 @@ impl StateStore {
             // Left by an export interrupted by a crash.
             fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
         }
-        let built = self.write_snapshot_files(&tmp, raft_meta);
-        let (entries, chunks, bytes) = match built {
+        let built = self.write_files(&tmp, raft_meta, fetch_missing, observe);
+        let (entries, chunks, bytes, counts) = match built {
             Ok(stats) => stats,
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
@@ -419,53 +482,103 @@ impl StateStore {
             entries,
             chunks,
             bytes,
+            counts,
         })
     }
 
-    /// Writes `state.bin` and the chunk links into `tmp`; returns (entries, chunks, bytes).
-    fn write_snapshot_files(&self, tmp: &Path, raft_meta: &[u8]) -> Result<(u64, u64, u64)> {
+    /// Writes `state.bin` and the chunk links into `tmp`; returns (entries, chunks, bytes,
+    /// table sizes).
+    fn write_files(
+        &self,
+        tmp: &Path,
+        raft_meta: &[u8],
+        fetch_missing: &mut dyn FnMut(&Sha256Digest) -> Result<()>,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<(u64, u64, u64, StateCounts)> {
         let chunks_dir = tmp.join(CHUNKS_DIR);
         fs::create_dir(tmp).map_err(|e| StorageError::io(tmp, e))?;
         fs::create_dir(&chunks_dir).map_err(|e| StorageError::io(&chunks_dir, e))?;
-        let (entries, chunks, bytes) = {
-            // Apply is the only writer; holding its lock makes the iteration a consistent
-            // point-in-time view and keeps chunk files from being released under us.
-            let _guard = self.lock_apply();
-            self.with_tree(|tree| {
-                let mut w = FrameWriter::create(&tmp.join(STATE_FILE))?;
-                w.frame(&FrameRef::Meta { raft_meta })?;
-                let (mut entries, mut chunks, mut chunk_bytes) = (0u64, 0u64, 0u64);
-                for kv in tree.iter() {
-                    let (key, value) = kv?;
-                    if key.starts_with(META) {
-                        continue;
+        let mut w = FrameWriter::create(&tmp.join(STATE_FILE))?;
+        w.frame(&FrameRef::Meta { raft_meta })?;
+        let (mut entries, mut chunks, mut chunk_bytes) = (0u64, 0u64, 0u64);
+        let mut counts = StateCounts::default();
+        let mut emit = |key: &[u8], value: &[u8]| -> Result<()> {
+            // Snapshots carry values in their portable form (checksum verified here).
+            let value = to_portable(value).map_err(|e| {
+                StorageError::Codec(format!("{e} (key {})", String::from_utf8_lossy(key)))
+            })?;
+            w.frame(&FrameRef::Entry { key, value: &value })?;
+            entries += 1;
+            counts.count_key(key);
+            if let Some(hash) = refcount_hash(key) {
+                let dest = chunk_file(tmp, &hash);
+                match self.store.chunks.link_to(&hash, &dest) {
+                    Err(StorageError::MissingChunk(h)) => {
+                        fetch_missing(&h)?;
+                        self.store.chunks.link_to(&hash, &dest)?;
                     }
-                    w.frame(&FrameRef::Entry {
-                        key: &key,
-                        value: &value,
-                    })?;
-                    entries += 1;
-                    if let Some(hash) = refcount_hash(&key) {
-                        let dest = chunk_file(tmp, &hash);
-                        self.chunks.link_to(&hash, &dest)?;
-                        let len = fs::metadata(&dest)
-                            .map_err(|e| StorageError::io(&dest, e))?
-                            .len();
-                        chunks += 1;
-                        chunk_bytes += len;
-                    }
+                    other => other?,
                 }
-                let state_bytes = w.finish()?;
-                Ok((entries, chunks, state_bytes + chunk_bytes))
-            })?
+                let len = fs::metadata(&dest)
+                    .map_err(|e| StorageError::io(&dest, e))?
+                    .len();
+                chunks += 1;
+                chunk_bytes += len;
+            }
+            observe(key);
+            Ok(())
         };
+        // The live tree, walked while apply goes on; the view gives back each key's value
+        // at the export's point. An install never runs meanwhile (the Raft layer keeps
+        // them apart), and the tree guard would hold it off anyway.
+        self.store.with_tree(|tree| {
+            for kv in tree.iter() {
+                let (key, value) = kv?;
+                if key.starts_with(META) {
+                    continue;
+                }
+                for (k, v) in self.view.step(&key, value) {
+                    emit(&k, &v)?;
+                }
+            }
+            Ok(())
+        })?;
+        for (k, v) in self.view.finish() {
+            emit(&k, &v)?;
+        }
+        let state_bytes = w.finish()?;
         // Linked chunk files are already durable (fsynced when stored); their new names
         // become durable with the directory.
         sync_dir(&chunks_dir)?;
         sync_dir(tmp)?;
-        Ok((entries, chunks, bytes))
+        Ok((entries, chunks, state_bytes + chunk_bytes, counts))
     }
+}
 
+impl Drop for Export<'_> {
+    /// Closes the view; chunk files released while it was open are removed now if no
+    /// other view is open and nothing refers to them again.
+    fn drop(&mut self) {
+        let _guard = self.store.lock_apply();
+        let waiting = self.store.views.close(&self.view);
+        if waiting.is_empty() {
+            return;
+        }
+        // If the check fails, keep the file: an unreferenced file is harmless.
+        let unreferenced: Vec<Sha256Digest> = waiting
+            .into_iter()
+            .filter(|h| matches!(self.store.is_chunk_referenced(h), Ok(false)))
+            .collect();
+        if let Err(e) = self.store.chunks.remove_many(&unreferenced) {
+            tracing::error!(
+                error = %e,
+                "removing chunk files released during an export failed; they stay as unreferenced files"
+            );
+        }
+    }
+}
+
+impl StateStore {
     /// Replaces the whole state with the snapshot in `dir` and returns its raft meta.
     ///
     /// The snapshot is loaded into a fresh sled tree (verifying every frame, value and
@@ -493,7 +606,7 @@ impl StateStore {
                     // here leaves the current state untouched.
                     self.chunks.adopt(&hash, &chunk_file(dir, &hash))?;
                 }
-                batch.insert(key, value);
+                batch.insert(key, to_stored(value)?);
                 in_batch += 1;
                 if in_batch == INSTALL_BATCH_ENTRIES {
                     new_tree.apply_batch(std::mem::take(&mut batch))?;

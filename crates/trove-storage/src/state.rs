@@ -17,8 +17,10 @@
 
 mod apply;
 mod codec;
+mod migrate;
 #[cfg(test)]
 pub(crate) mod tests;
+mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -29,14 +31,21 @@ use trove_types::{ChunkRef, Command, CommandResult, Sha256Digest};
 
 use crate::chunks::ChunkStore;
 use crate::error::{Result, StorageError};
-use crate::fsutil::{check_format_file, create_dir_durable, write_format_file};
+use crate::fsutil::{create_dir_durable, read_format_file, write_format_file};
 
-pub(crate) use codec::{APPLIED_KEY, META, decode, encode, refcount_hash, validate_entry};
+pub(crate) use codec::{
+    APPLIED_KEY, META, decode, encode, refcount_hash, to_portable, to_stored, validate_entry,
+};
+pub use migrate::rewrite_in_format_1;
+pub(crate) use views::View;
 
 /// Kind name written into the state directory's `FORMAT` file.
 const FORMAT_KIND: &str = "trove-state";
-/// Layout version of the state directory (sled subdirectory, tree pointer, key tables).
-const FORMAT_VERSION: u32 = 1;
+/// Layout version of the state directory (sled subdirectory, tree pointer, key tables):
+/// 2 = every value at rest carries a CRC32C (`codec`); 1 = values without it.
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format [`StateStore::open`] migrates from (see `migrate.rs`).
+const OLDEST_FORMAT_VERSION: u32 = 1;
 /// sled's default page cache is 1 GiB per database; several nodes share a test machine, and
 /// the hot set (metadata, not blob bytes) is small.
 const SLED_CACHE_BYTES: u64 = 128 * 1024 * 1024;
@@ -94,6 +103,26 @@ pub struct StateCounts {
     pub chunks: u64,
 }
 
+impl StateCounts {
+    /// Counts one state key in its table (keys of other tables are not counted).
+    pub(crate) fn count_key(&mut self, key: &[u8]) {
+        let table = if key.starts_with(codec::RECORD) {
+            &mut self.records
+        } else if key.starts_with(codec::BUCKET) {
+            &mut self.buckets
+        } else if key.starts_with(codec::OBJECT) {
+            &mut self.objects
+        } else if key.starts_with(codec::UPLOAD) {
+            &mut self.uploads
+        } else if key.starts_with(codec::REFCOUNT) {
+            &mut self.chunks
+        } else {
+            return;
+        };
+        *table += 1;
+    }
+}
+
 /// A page of a record listing and the key the next page starts at, if any.
 pub type RecordPage = (Vec<RecordSummary>, Option<String>);
 /// A page of an object listing (key, manifest) and the key the next page starts at.
@@ -113,6 +142,8 @@ pub struct StateStore {
     pub(crate) apply_lock: Mutex<u64>,
     pub(crate) chunks: ChunkStore,
     pub(crate) dir: PathBuf,
+    /// Open point-in-time views of exports that run while apply goes on.
+    pub(crate) views: views::Views,
 }
 
 // Shared between apply, the server's readers and snapshot transfer threads.
@@ -128,49 +159,57 @@ pub(crate) fn tree_name(generation: u64) -> String {
 
 impl StateStore {
     /// Checks, without modifying anything, that `dir` (if it exists) holds state of a
-    /// format this binary understands (`UnsupportedVersion` otherwise). sled's own files
-    /// are covered by this version: sled writes on open, so it is only opened after.
+    /// format this binary understands or migrates (`UnsupportedVersion` otherwise).
+    /// sled's own files are covered by this version: sled writes on open, so it is only
+    /// opened after.
     pub fn check_format(dir: &Path) -> Result<()> {
         if dir.is_dir() {
-            check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+            read_format_file(dir, FORMAT_KIND, OLDEST_FORMAT_VERSION, FORMAT_VERSION)?;
         }
         Ok(())
     }
 
     /// Opens (creating if needed) the state in `dir`. Refuses an unknown format version
-    /// without modifying anything; drops a state tree left half-loaded by an interrupted
-    /// snapshot install.
+    /// without modifying anything; migrates an older one (`migrate.rs`: an interrupted
+    /// migration starts over here and completes); drops a state tree left half-loaded by
+    /// an interrupted snapshot install.
     pub fn open(dir: &Path, chunks: ChunkStore) -> Result<StateStore> {
-        let has_format = dir.is_dir() && check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        let found = if dir.is_dir() {
+            read_format_file(dir, FORMAT_KIND, OLDEST_FORMAT_VERSION, FORMAT_VERSION)?
+        } else {
+            None
+        };
         create_dir_durable(dir)?;
-        if !has_format {
-            write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        match found {
+            None => write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?,
+            Some(v) if v < FORMAT_VERSION => migrate::begin(dir, v)?,
+            Some(_) => {}
         }
         let db = sled::Config::new()
             .path(dir.join("sled"))
             .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
-        let generation =
+        let mut generation =
             match db.get(TREE_POINTER_KEY)? {
                 Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
                     StorageError::corrupt(dir, "state tree pointer is not 8 bytes")
                 })?),
                 None => {
-                    db.insert(TREE_POINTER_KEY, &0u64.to_be_bytes())?;
+                    // A new state: its (empty) tree is in the current format from the start.
+                    let mut b = sled::Batch::default();
+                    b.insert(TREE_POINTER_KEY, &0u64.to_be_bytes());
+                    b.insert(migrate::VALUES_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                    db.apply_batch(b)?;
                     db.flush()?;
                     0
                 }
             };
-        let current = tree_name(generation);
-        for name in db.tree_names() {
-            if name.starts_with(TREE_NAME_PREFIX.as_bytes()) && name != current.as_bytes() {
-                tracing::info!(
-                    tree = %String::from_utf8_lossy(&name),
-                    "dropping a state tree left by an interrupted snapshot install"
-                );
-                db.drop_tree(&name)?;
-            }
+        migrate::drop_stale_trees(&db, generation)?;
+        if migrate::values_format(&db, dir)? < FORMAT_VERSION {
+            generation = migrate::to_format_2(&db, dir, generation)?;
         }
+        migrate::finish(dir)?;
+        let current = tree_name(generation);
         let tree = db.open_tree(&current)?;
         Ok(StateStore {
             db,
@@ -178,6 +217,73 @@ impl StateStore {
             apply_lock: Mutex::new(generation),
             chunks,
             dir: dir.to_path_buf(),
+            views: views::Views::default(),
+        })
+    }
+
+    /// Opens the state in `dir` like [`Self::open`], then reads and checks every stored
+    /// value ([`Self::verify`]). Damage sled reports (its own checksums), a value that
+    /// does not decode, or a panic inside sled while reading are all `Corrupt` (naming
+    /// `dir`): the state is derived, so the caller can move it aside and rebuild it from
+    /// the snapshot and the log. Anything else (a lock held by another process, an IO
+    /// error, an unknown format version) is returned as it is.
+    pub fn open_verified(dir: &Path, chunks: ChunkStore) -> Result<StateStore> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let store = StateStore::open(dir, chunks)?;
+            store.verify()?;
+            Ok(store)
+        }));
+        let damaged = |detail: String| StorageError::corrupt(dir, detail);
+        match opened {
+            Ok(Err(StorageError::Sled(sled::Error::Corruption { at, .. }))) => {
+                Err(damaged(format!("sled reports corruption (at {at:?})")))
+            }
+            Ok(Err(StorageError::Sled(e @ sled::Error::ReportableBug(_)))) => {
+                Err(damaged(format!("sled could not read its files: {e}")))
+            }
+            Ok(Err(e @ StorageError::Codec(_))) => Err(damaged(e.to_string())),
+            Ok(Err(StorageError::Corrupt { detail, .. })) => Err(damaged(detail)),
+            Ok(other) => other,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(damaged(format!(
+                    "sled panicked while reading its files: {what}"
+                )))
+            }
+        }
+    }
+
+    /// Reads every key and value of the state and checks that each belongs to a known
+    /// table and decodes (sled checks its own checksums on the way). Returns how many
+    /// entries it checked.
+    pub fn verify(&self) -> Result<u64> {
+        self.with_tree(|t| {
+            let mut n = 0u64;
+            for kv in t.iter() {
+                let (k, v) = kv?;
+                let checked = if !codec::is_stored_form(&v) {
+                    Err(StorageError::Codec(
+                        "a value is not in the at-rest form of this format".into(),
+                    ))
+                } else if k.starts_with(META) {
+                    if k.as_ref() == APPLIED_KEY {
+                        decode::<Vec<u8>>(&v, "raft meta").map(drop)
+                    } else {
+                        Ok(())
+                    }
+                } else {
+                    validate_entry(&k, &v)
+                };
+                checked.map_err(|e| {
+                    StorageError::Codec(format!("{e} (key {})", String::from_utf8_lossy(&k)))
+                })?;
+                n += 1;
+            }
+            Ok(n)
         })
     }
 
@@ -239,7 +345,9 @@ impl StateStore {
         raft_meta: &[u8],
     ) -> Result<Vec<Option<CommandResult>>> {
         let _guard = self.lock_apply();
-        self.with_tree(|tree| apply::apply_entries(tree, &self.chunks, entries, raft_meta))
+        self.with_tree(|tree| {
+            apply::apply_entries(tree, &self.chunks, &self.views, entries, raft_meta)
+        })
     }
 
     /// Asks sled to write its buffers to disk (sled's flush is not a full fsync; the Raft
@@ -396,7 +504,9 @@ impl StateStore {
                 if k.starts_with(META) {
                     continue;
                 }
-                // Length-prefixed so that different splits of the same bytes differ.
+                // The portable form, so that the digest does not depend on the format at
+                // rest. Length-prefixed so that different splits of the same bytes differ.
+                let v = to_portable(&v)?;
                 h.update((k.len() as u64).to_be_bytes());
                 h.update(&k);
                 h.update((v.len() as u64).to_be_bytes());

@@ -354,3 +354,123 @@ fn scan_reports_chunk_refs_in_order_and_check_version_reads_only_the_header() {
     ));
     assert_eq!(fs::read(&path).unwrap(), bytes, "untouched");
 }
+
+/// Record writes applied in the middle of an export: every existing record overwritten or
+/// deleted, and new ones created on both sides of the walk's position.
+fn churn(keys: &[String], round: u64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if (i as u64 + round).is_multiple_of(2) {
+            ops.push(Op::PutRecord {
+                key: key.clone(),
+                value: bytes::Bytes::from(format!("changed in round {round}")),
+                expected_revision: None,
+            });
+        } else {
+            ops.push(Op::DeleteRecord {
+                key: key.clone(),
+                expected_revision: None,
+            });
+        }
+    }
+    for name in ["!first", "mid", "~last"] {
+        ops.push(Op::PutRecord {
+            key: format!("{name}-{round}"),
+            value: bytes::Bytes::from_static(b"new"),
+            expected_revision: None,
+        });
+    }
+    ops
+}
+
+#[test]
+fn an_export_is_its_point_in_time_while_entries_are_applied() {
+    let (mut a, _) = populated(21);
+    for i in 0..40 {
+        let put = Op::PutRecord {
+            key: format!("key-{i:02}"),
+            value: bytes::Bytes::from(format!("value {i}")),
+            expected_revision: None,
+        };
+        assert!(a.run(put).is_ok());
+    }
+    let (records, _) = a.store.list_records("", "", 10_000).unwrap();
+    let keys: Vec<String> = records.into_iter().map(|r| r.key).collect();
+    assert!(keys.len() > 20, "enough records to walk past");
+    let at_point = a.store.digest().unwrap();
+    let counts_at_point = a.store.counts().unwrap();
+    let dir = a.tmp.path().join("snaps").join("during-apply");
+
+    let export = a.store.begin_export().unwrap();
+    assert_eq!(
+        export.applied_raft_meta(),
+        Some(format!("meta-{}", a.index).as_bytes())
+    );
+    let (to_applier, jobs) = std::sync::mpsc::channel::<u64>();
+    let (to_exporter, done) = std::sync::mpsc::channel::<()>();
+    let info = std::thread::scope(|s| {
+        // Apply runs on its own thread while the export is paused mid-walk (with the old
+        // apply lock held for the whole export, this deadlocked).
+        s.spawn(|| {
+            let mut index = a.index;
+            for round in jobs {
+                let mut cmds: Vec<Op> = churn(&keys, round);
+                if round == 1 {
+                    // Releases the object's chunks: their files must outlive the export.
+                    cmds.push(Op::DeleteObject {
+                        bucket: "snap".into(),
+                        key: "obj".into(),
+                    });
+                }
+                for op in cmds {
+                    index += 1;
+                    let cmd = trove_types::Command {
+                        request_id: None,
+                        time_ms: 1_700_000_000_000,
+                        op,
+                    };
+                    a.store.apply(index, Some(&cmd), b"later").unwrap();
+                }
+                to_exporter.send(()).unwrap();
+            }
+        });
+        let (mut seen, mut records_seen, mut round) = (0usize, 0usize, 0u64);
+        let info = export
+            .write_observed(
+                &dir,
+                b"point",
+                &mut |h| Err(StorageError::MissingChunk(*h)),
+                &mut |key| {
+                    seen += 1;
+                    if key.starts_with(b"r/") {
+                        records_seen += 1;
+                    }
+                    // Churn early in the walk (every record ahead of it), then again
+                    // half-way through the records (some passed, some ahead).
+                    if (seen == 3 && round == 0) || (records_seen == keys.len() / 2 && round == 1) {
+                        round += 1;
+                        to_applier.send(round).unwrap();
+                        done.recv().unwrap();
+                    }
+                },
+            )
+            .unwrap();
+        drop(to_applier);
+        info
+    });
+    assert_eq!(info.counts, counts_at_point);
+    assert_eq!(verify_snapshot(&dir).unwrap(), info);
+    let b = Harness::new();
+    assert_eq!(b.store.install_snapshot(&dir).unwrap(), b"point");
+    assert_eq!(
+        b.store.digest().unwrap(),
+        at_point,
+        "the export is the state at its point"
+    );
+    check_invariants(&b.store);
+    // The live store has every later write, and the chunk files released during the
+    // export were removed when it closed.
+    assert_ne!(a.store.digest().unwrap(), at_point);
+    assert!(a.store.get_object("snap", "obj").unwrap().is_none());
+    check_invariants(&a.store);
+}

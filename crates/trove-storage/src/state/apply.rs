@@ -17,6 +17,7 @@ use trove_types::limits::{REQUEST_ID_RETENTION_MS, UPLOAD_EXPIRY_MS};
 use trove_types::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, Sha256Digest};
 
 use super::codec::{self, ChunkRefV1, DedupV1, ObjectV1, RecordV1, UploadV1};
+use super::views::Views;
 use crate::chunks::ChunkStore;
 use crate::error::{Result, StorageError};
 
@@ -133,6 +134,7 @@ impl<'a> Tx<'a> {
 pub(super) fn apply_entries(
     tree: &sled::Tree,
     chunks: &ChunkStore,
+    views: &Views,
     entries: &[(u64, Option<&Command>)],
     raft_meta: &[u8],
 ) -> Result<Vec<Option<CommandResult>>> {
@@ -164,16 +166,20 @@ pub(super) fn apply_entries(
             None => batch.remove(key.as_slice()),
         }
     }
+    // Exports walking the tree meanwhile keep the values they have not reached yet.
+    views.capture(tree, group.keys())?;
     tree.apply_batch(batch)?;
 
     // Only after the batch: a crash in between leaves an unreferenced file (collected by
     // `remove_unreferenced_chunks`), never a reference to a missing file. A chunk released
-    // by one entry and referenced again by a later one of the group keeps its file. A
+    // by one entry and referenced again by a later one of the group keeps its file; while
+    // an export is open, removal waits for it (the export may still link the file). A
     // failed removal is not a failed apply: the entries have been applied.
     let released: Vec<Sha256Digest> = maybe_released
         .into_iter()
         .filter(|h| matches!(group.get(&codec::refcount_key(h)), Some(None)))
         .collect();
+    let released = views.release_or_defer(released);
     if let Err(e) = chunks.remove_many(&released) {
         tracing::error!(
             error = %e,

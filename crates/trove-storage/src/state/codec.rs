@@ -2,7 +2,14 @@
 //!
 //! All state lives in one sled tree so that every applied entry is one atomic batch. Keys
 //! start with a two-byte prefix naming the table; integers in keys are big-endian so that
-//! byte order is numeric order. Every value is a format version byte followed by postcard.
+//! byte order is numeric order.
+//!
+//! A value has two forms. The portable form (version byte 1, then postcard) is what
+//! snapshots and backups carry, and what state format 1 stored. At rest (state format 2)
+//! a value is version byte 2, the same postcard bytes, then the CRC32C of everything
+//! before it (u32 little-endian), so that damage sled's own checks miss is still caught
+//! when the value is read. Snapshots stay in the portable form, so nodes of either
+//! format can exchange them.
 //!
 //! The stored structs below are the frozen v1 formats. They are deliberately separate from
 //! the public types and from `trove-types` (whose serde layout may change for the wire), so
@@ -16,8 +23,12 @@ use trove_types::{ChunkRef, CommandResult, OpError, OpOk, RequestId, Sha256Diges
 
 use crate::error::{Result, StorageError};
 
-/// Format version byte that starts every value written by this binary.
+/// Version byte of a value in portable form (snapshots, backups, state format 1).
 pub(crate) const VALUE_V1: u8 = 1;
+/// Version byte of a value at rest in state format 2: the portable payload + CRC32C.
+pub(crate) const VALUE_V2: u8 = 2;
+/// Length of the CRC32C trailer of a value at rest.
+const CRC_LEN: usize = 4;
 
 /// `r/<key>` → [`RecordV1`].
 pub(crate) const RECORD: &[u8] = b"r/";
@@ -197,31 +208,82 @@ impl From<ResultV1> for CommandResult {
     }
 }
 
-/// Encodes a value: the version byte, then postcard.
+/// Encodes a value in its at-rest form: version byte 2, postcard, CRC32C.
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_extend(value, vec![VALUE_V1])
-        .map_err(|e| StorageError::Codec(format!("encoding a state value: {e}")))
+    let mut bytes = postcard::to_extend(value, vec![VALUE_V2])
+        .map_err(|e| StorageError::Codec(format!("encoding a state value: {e}")))?;
+    seal(&mut bytes);
+    Ok(bytes)
 }
 
-/// Decodes a value written by [`encode`]; refuses unknown versions and trailing bytes.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+/// Appends the CRC32C of `bytes`.
+fn seal(bytes: &mut Vec<u8>) {
+    let crc = crc32c::crc32c(bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// The postcard payload of a value in either form, its checksum verified (at rest).
+fn payload<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
     match bytes.split_first() {
-        Some((&VALUE_V1, rest)) => {
-            let (value, tail) = postcard::take_from_bytes(rest)
-                .map_err(|e| StorageError::Codec(format!("decoding {what}: {e}")))?;
-            if !tail.is_empty() {
+        Some((&VALUE_V1, rest)) => Ok(rest),
+        Some((&VALUE_V2, _)) => {
+            let Some(body_len) = bytes.len().checked_sub(CRC_LEN).filter(|l| *l >= 1) else {
+                return Err(StorageError::Codec(format!("{what} is truncated")));
+            };
+            let (body, crc) = bytes.split_at(body_len);
+            let mut stored = [0u8; CRC_LEN];
+            stored.copy_from_slice(crc);
+            if crc32c::crc32c(body) != u32::from_le_bytes(stored) {
                 return Err(StorageError::Codec(format!(
-                    "decoding {what}: {} unexpected trailing bytes",
-                    tail.len()
+                    "{what} fails its checksum: the stored value is damaged"
                 )));
             }
-            Ok(value)
+            Ok(&body[1..])
         }
         Some((version, _)) => Err(StorageError::Codec(format!(
-            "{what} has value format version {version}; this binary understands {VALUE_V1}"
+            "{what} has value format version {version}; this binary understands {VALUE_V1} and {VALUE_V2}"
         ))),
         None => Err(StorageError::Codec(format!("{what} is empty"))),
     }
+}
+
+/// Decodes a value in either form (verifying the checksum of one at rest); refuses
+/// unknown versions and trailing bytes.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let rest = payload(bytes, what)?;
+    let (value, tail) = postcard::take_from_bytes(rest)
+        .map_err(|e| StorageError::Codec(format!("decoding {what}: {e}")))?;
+    if !tail.is_empty() {
+        return Err(StorageError::Codec(format!(
+            "decoding {what}: {} unexpected trailing bytes",
+            tail.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// The portable form of a value (for snapshots), its checksum verified.
+pub(crate) fn to_portable(bytes: &[u8]) -> Result<Vec<u8>> {
+    let rest = payload(bytes, "a state value")?;
+    let mut out = Vec::with_capacity(rest.len() + 1);
+    out.push(VALUE_V1);
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// The at-rest form of a value in either form.
+pub(crate) fn to_stored(bytes: &[u8]) -> Result<Vec<u8>> {
+    let rest = payload(bytes, "a state value")?;
+    let mut out = Vec::with_capacity(rest.len() + 1 + CRC_LEN);
+    out.push(VALUE_V2);
+    out.extend_from_slice(rest);
+    seal(&mut out);
+    Ok(out)
+}
+
+/// Whether `bytes` is a value in its at-rest form (not checked further).
+pub(crate) fn is_stored_form(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&VALUE_V2)
 }
 
 fn concat(parts: &[&[u8]]) -> Vec<u8> {
@@ -372,8 +434,13 @@ pub(crate) fn validate_entry(key: &[u8], value: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Frozen v1 bytes: if one of these changes, the on-disk format changed, which needs a
-    /// new version byte and a migration, not an edit of this test.
+    /// `encode` in the portable form (what snapshots carry, and what format 1 stored).
+    fn encode_v1<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+        to_portable(&encode(value)?)
+    }
+
+    /// Frozen v1 (portable) bytes: if one of these changes, the snapshot format changed,
+    /// which needs a new version byte and a migration, not an edit of this test.
     #[test]
     fn frozen_v1_bytes() {
         let record = RecordV1 {
@@ -381,7 +448,10 @@ mod tests {
             create_revision: 7,
             value: Bytes::from_static(b"hi"),
         };
-        assert_eq!(encode(&record).unwrap(), [1, 0xac, 0x02, 7, 2, b'h', b'i']);
+        assert_eq!(
+            encode_v1(&record).unwrap(),
+            [1, 0xac, 0x02, 7, 2, b'h', b'i']
+        );
         assert_eq!(
             decode::<RecordV1>(&[1, 0xac, 0x02, 7, 2, b'h', b'i'], "r").unwrap(),
             record
@@ -401,17 +471,17 @@ mod tests {
         expected.push(1);
         expected.extend([0xbb; 32]);
         expected.push(5);
-        assert_eq!(encode(&object).unwrap(), expected);
+        assert_eq!(encode_v1(&object).unwrap(), expected);
 
         let upload = UploadV1 {
             last_active_ms: 1,
             chunk_count: 2,
             total_bytes: 3,
         };
-        assert_eq!(encode(&upload).unwrap(), [1, 1, 2, 3]);
-        assert_eq!(encode(&BucketV1 { create_revision: 4 }).unwrap(), [1, 4]);
-        assert_eq!(encode(&5u64).unwrap(), [1, 5]);
-        assert_eq!(encode(&()).unwrap(), [1]);
+        assert_eq!(encode_v1(&upload).unwrap(), [1, 1, 2, 3]);
+        assert_eq!(encode_v1(&BucketV1 { create_revision: 4 }).unwrap(), [1, 4]);
+        assert_eq!(encode_v1(&5u64).unwrap(), [1, 5]);
+        assert_eq!(encode_v1(&()).unwrap(), [1]);
 
         let dedup = DedupV1 {
             time_ms: 2,
@@ -420,20 +490,61 @@ mod tests {
                 current: 4,
             }),
         };
-        assert_eq!(encode(&dedup).unwrap(), [1, 2, 1, 0, 3, 4]);
+        assert_eq!(encode_v1(&dedup).unwrap(), [1, 2, 1, 0, 3, 4]);
         let done = DedupV1 {
             time_ms: 0,
             result: ResultV1::Ok(OkV1::Done),
         };
-        assert_eq!(encode(&done).unwrap(), [1, 0, 0, 2]);
+        assert_eq!(encode_v1(&done).unwrap(), [1, 0, 0, 2]);
+    }
+
+    /// Frozen v2 (at-rest) bytes: the portable bytes with version 2 and a CRC32C trailer.
+    #[test]
+    fn frozen_v2_bytes() {
+        let record = RecordV1 {
+            revision: 300,
+            create_revision: 7,
+            value: Bytes::from_static(b"hi"),
+        };
+        let stored = encode(&record).unwrap();
+        let body = [2, 0xac, 0x02, 7, 2, b'h', b'i'];
+        assert_eq!(&stored[..7], body);
+        assert_eq!(stored[7..], crc32c::crc32c(&body).to_le_bytes());
+        assert_eq!(decode::<RecordV1>(&stored, "r").unwrap(), record);
+        assert_eq!(
+            to_portable(&stored).unwrap(),
+            [1, 0xac, 0x02, 7, 2, b'h', b'i']
+        );
+        assert_eq!(to_stored(&to_portable(&stored).unwrap()).unwrap(), stored);
+        assert!(is_stored_form(&stored) && !is_stored_form(&to_portable(&stored).unwrap()));
+    }
+
+    #[test]
+    fn a_damaged_value_at_rest_fails_its_checksum() {
+        let stored = encode(&5u64).unwrap();
+        for i in 1..stored.len() {
+            let mut bad = stored.clone();
+            bad[i] ^= 0x04;
+            let err = decode::<u64>(&bad, "x").unwrap_err().to_string();
+            assert!(err.contains("checksum"), "byte {i}: {err}");
+            assert!(to_portable(&bad).is_err());
+        }
+        assert!(decode::<u64>(&stored[..stored.len() - 1], "x").is_err());
+        assert!(
+            decode::<u64>(&[2, 1, 2], "x").is_err(),
+            "too short for a checksum"
+        );
     }
 
     #[test]
     fn decode_refuses_unknown_version_and_trailing_bytes() {
-        assert!(decode::<u64>(&[2, 5], "x").is_err());
+        assert!(decode::<u64>(&[3, 5], "x").is_err());
         assert!(decode::<u64>(&[1, 5, 0], "x").is_err());
         assert!(decode::<u64>(&[], "x").is_err());
         assert_eq!(decode::<u64>(&[1, 5], "x").unwrap(), 5);
+        let mut extra = vec![2, 5, 0];
+        seal(&mut extra);
+        assert!(decode::<u64>(&extra, "x").is_err());
     }
 
     #[test]
