@@ -121,6 +121,10 @@ if [ "$large" = 1 ]; then
             | python3 -c "import json,sys; d=json.load(sys.stdin); d['round']=0; d['local']=True; print(json.dumps(d))" >>"$results"
         tail -1 "$results" | python3 -c "import json,sys; d=json.load(sys.stdin); print(f\"  {d['workload']:12} peak RSS per node (MiB): {[round(n['peak_rss_bytes']/2**20) for n in d['nodes']]}  write amplification per replica: {[None if n['write_amplification'] is None else round(n['write_amplification'],2) for n in d['nodes']]}\")"
     done
+    echo "==> re-seeding a wiped node that holds 1 GiB (16 objects of 64 MiB)"
+    "$trove" -o json bench --local --base-port 7950 --workload reseed --object-size 67108864 --ops 16 \
+        | python3 -c "import json,sys; d=json.load(sys.stdin); d['round']=0; d['local']=True; print(json.dumps(d))" >>"$results"
+    tail -1 "$results" | python3 -c "import json,sys; d=json.load(sys.stdin); print(f\"  re-seeded at {d['mb_per_sec']:.0f} MB/s ({d['seconds']:.1f} s)\")"
 fi
 
 "$venv/bin/python" scripts/bench_report.py "$results" "$out"

@@ -9,13 +9,14 @@ mod procstat;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use trove_client::{Client, Consistency, TroveError};
+use trove_types::limits::CHUNK_SIZE_BYTES;
 
 use self::driver::{Cas, Driver, System};
 use crate::args::{GlobalArgs, OutputFormat};
@@ -46,6 +47,10 @@ pub enum Workload {
     ObjectGet,
     /// 50% linearizable record reads, 40% record writes, 10% compare-and-set.
     Mixed,
+    /// Re-seeding a lost volume (needs --local): writes `--ops` objects of
+    /// `--object-size` bytes, deletes a follower's data directory, starts it again with
+    /// the same command and times until it votes again at the leader's commit index.
+    Reseed,
 }
 
 impl Workload {
@@ -58,6 +63,7 @@ impl Workload {
             Workload::ObjectPut => "object-put",
             Workload::ObjectGet => "object-get",
             Workload::Mixed => "mixed",
+            Workload::Reseed => "reseed",
         }
     }
 }
@@ -136,18 +142,84 @@ impl Tally {
 
 pub async fn run(global: &GlobalArgs, a: BenchArgs) -> Result<()> {
     if !a.local {
+        if a.workload == Workload::Reseed {
+            bail!(
+                "--workload reseed needs --local: it deletes the data directory of a node it started"
+            );
+        }
         return bench(global, &a, &global.endpoints, None).await;
     }
     let dir = tempfile::Builder::new()
         .prefix("trove-bench-")
         .tempdir()
         .context("creating a temporary data directory")?;
-    let cluster = LocalCluster::start(dir.path(), 3, a.base_port).await?;
+    let mut cluster = LocalCluster::start(dir.path(), 3, a.base_port).await?;
     let endpoints = cluster.endpoints.clone();
-    let r = bench(global, &a, &endpoints, Some(&cluster)).await;
+    let r = if a.workload == Workload::Reseed {
+        reseed(global, &a, &mut cluster).await
+    } else {
+        bench(global, &a, &endpoints, Some(&cluster)).await
+    };
     cluster.stop().await;
     r
 }
+
+/// Objects written before a re-seed when `--ops` is not given.
+const RESEED_OBJECTS: u64 = 16;
+
+/// The `reseed` workload: how fast a node that lost its volume is brought back. The one
+/// "operation" is the whole re-seed; MB/s is object bytes per second of it.
+async fn reseed(global: &GlobalArgs, a: &BenchArgs, cluster: &mut LocalCluster) -> Result<()> {
+    let objects = a.ops.unwrap_or(RESEED_OBJECTS);
+    let d = Driver::connect(System::Trove, global, &cluster.endpoints).await?;
+    let c = d.trove()?;
+    match c.create_bucket(BUCKET).await {
+        Ok(_) | Err(TroveError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e).context("create bucket"),
+    }
+    let data = Bytes::from(vec![0x5a; a.object_size as usize]);
+    for k in 0..objects {
+        c.put_object_bytes(BUCKET, &format!("reseed/{k}"), unique(&data, u64::MAX, k))
+            .await
+            .context("writing the objects to re-seed")?;
+    }
+    let st = c.status().await?;
+    wait_applied_everywhere(c, st.commit_index).await?;
+    let leader = st.leader.context("no leader")?;
+    let (follower, endpoint) = st
+        .members
+        .iter()
+        .find(|m| m.id != leader)
+        .map(|m| (m.id, m.client_addr.clone()))
+        .context("no follower")?;
+    let started = Instant::now();
+    cluster.wipe_and_restart(follower).await?;
+    let give_up = started + Duration::from_secs(RESEED_TIMEOUT_SECS);
+    loop {
+        // Answered by the wiped node itself: it votes again once re-seeded.
+        if let Ok(s) = c.status_of(&endpoint).await
+            && s.node_id == follower
+            && !s.recovering
+            && s.applied_index >= st.commit_index
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < give_up,
+            "node {follower} was not re-seeded within {RESEED_TIMEOUT_SECS} s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut t = Tally::new()?;
+    t.hist.saturating_record((secs * 1e6) as u64);
+    t.ops = 1;
+    t.bytes = objects * a.object_size;
+    report(global.output, a, &t, secs, &[])
+}
+
+/// How long a re-seed may take before the benchmark gives up.
+const RESEED_TIMEOUT_SECS: u64 = 600;
 
 /// Prepares, runs the workers and reports; `local` is the cluster started for the run.
 async fn bench(
@@ -313,7 +385,7 @@ async fn prepare(d: &mut Driver, a: &BenchArgs, value: &Bytes, data: &Bytes) -> 
         Workload::ObjectGet => {
             for k in 0..GET_OBJECTS {
                 d.trove()?
-                    .put_object_bytes(BUCKET, &format!("get/{k}"), data.clone())
+                    .put_object_bytes(BUCKET, &format!("get/{k}"), unique(data, u64::MAX, k))
                     .await
                     .context("prefill objects")?;
             }
@@ -423,7 +495,7 @@ async fn one_op(
         Workload::ObjectPut => {
             let key = format!("put/{}/{}", op.worker, op.i % PUT_OBJECT_SLOTS);
             d.trove()?
-                .put_object_bytes(BUCKET, &key, data.clone())
+                .put_object_bytes(BUCKET, &key, unique(data, u64::from(op.worker), op.i))
                 .await?;
             Ok(Moved::written(data.len()))
         }
@@ -431,7 +503,22 @@ async fn one_op(
             let key = format!("get/{}", rng.random_range(0..GET_OBJECTS));
             Ok(Moved::read(read_object(d.trove()?, &key).await?))
         }
+        Workload::Reseed => {
+            bail!("reseed is measured as a whole (see `reseed`), not per operation")
+        }
     }
+}
+
+/// `base` with every chunk made distinct (its first 16 bytes: `worker`, `i`, chunk
+/// number), so that chunks are never deduplicated: every object put stores its bytes.
+fn unique(base: &Bytes, worker: u64, i: u64) -> Bytes {
+    let mut data = base.to_vec();
+    for (n, chunk) in (0u64..).zip(data.chunks_mut(CHUNK_SIZE_BYTES)) {
+        let tag = [worker.to_be_bytes(), (i << 20 | n).to_be_bytes()].concat();
+        let len = tag.len().min(chunk.len());
+        chunk[..len].copy_from_slice(&tag[..len]);
+    }
+    Bytes::from(data)
 }
 
 async fn read_object(c: &Client, key: &str) -> Result<u64, TroveError> {
@@ -540,5 +627,25 @@ fn report(
             }
             print_line(&out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Object bytes are never deduplicated: every chunk of every object differs.
+    #[test]
+    fn unique_objects_have_no_chunk_in_common() {
+        let base = Bytes::from(vec![0x5a; 3 * CHUNK_SIZE_BYTES + 100]);
+        let mut seen = std::collections::HashSet::new();
+        for (worker, i) in [(0, 0), (0, 1), (1, 0), (u64::MAX, 0)] {
+            let data = unique(&base, worker, i);
+            assert_eq!(data.len(), base.len());
+            for chunk in data.chunks(CHUNK_SIZE_BYTES) {
+                assert!(seen.insert(chunk.to_vec()), "a chunk repeats");
+            }
+        }
+        assert_eq!(unique(&base, 3, 4), unique(&base, 3, 4), "deterministic");
     }
 }

@@ -410,6 +410,10 @@ pub struct LocalCluster {
     nodes: Vec<DevNode>,
     /// The nodes' client addresses.
     pub endpoints: Vec<String>,
+    exe: PathBuf,
+    data_dir: PathBuf,
+    base: u64,
+    initial_cluster: String,
 }
 
 impl LocalCluster {
@@ -430,7 +434,35 @@ impl LocalCluster {
             stop_all(&mut nodes, false).await;
             return Err(e);
         }
-        Ok(LocalCluster { nodes, endpoints })
+        Ok(LocalCluster {
+            nodes,
+            endpoints,
+            exe,
+            data_dir: data_dir.to_path_buf(),
+            base,
+            initial_cluster,
+        })
+    }
+
+    /// A lost volume: stops node `id` (SIGTERM), deletes its data directory and starts it
+    /// again with the same command.
+    pub async fn wipe_and_restart(&mut self, id: u64) -> Result<()> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .with_context(|| format!("no node {id}"))?;
+        stop_all(std::slice::from_mut(&mut self.nodes[i]), false).await;
+        let dir = &self.nodes[i].data_dir;
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        self.nodes[i] = spawn_node(
+            &self.exe,
+            &self.data_dir,
+            id,
+            self.base,
+            &self.initial_cluster,
+        )?;
+        Ok(())
     }
 
     /// `(node id, pid)` of each running node.
