@@ -559,6 +559,20 @@ impl Cluster {
         }
     }
 
+    /// Waits until node `id` votes again (it no longer reports itself recovering: its
+    /// peers vouched for its state or a leader brought it up to date).
+    pub async fn wait_voting(&mut self, id: u64, timeout: Duration) {
+        poll_until(timeout, &format!("node {id} to vote again"), async || {
+            let st = self.status_of(id).await?;
+            if st.recovering {
+                Err(st.recovery)
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    }
+
     /// Starts node `id` with the same arguments and data directory, without waiting for
     /// anything (the caller watches it).
     pub fn spawn(&mut self, id: u64) {

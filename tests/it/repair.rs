@@ -13,7 +13,7 @@ use trove_client::{Consistency, TroveError};
 use crate::acked::{Acked, verify_acked};
 use crate::cli::trove;
 use crate::data::{DataGen, test_seed};
-use crate::harness::{Cluster, deadline, poll_until};
+use crate::harness::{Cluster, deadline};
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -282,15 +282,7 @@ async fn a_damaged_log_entry_is_not_taken_for_a_torn_tail_and_is_sent_again() {
 
         // F kept the verified prefix, set the rest aside, and voted only after the
         // leader brought it up to date (not on its peers' word alone).
-        poll_until(CATCH_UP, "node F to be re-seeded and vote", async || {
-            let st = cluster.status_of(f).await?;
-            if st.recovering {
-                Err(st.recovery)
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        cluster.wait_voting(f, CATCH_UP).await;
         let log = std::fs::read_to_string(&cluster.node(f).log_path).expect("node log");
         assert!(
             log.contains("the raft log is damaged"),
@@ -390,22 +382,6 @@ fn damage_sled(data_dir: &Path) {
     std::fs::write(&db, d).expect("write sled db");
 }
 
-async fn wait_voting(cluster: &mut Cluster, id: u64) {
-    poll_until(
-        CATCH_UP,
-        "the node to be up to date and voting",
-        async || {
-            let st = cluster.status_of(id).await?;
-            if st.recovering {
-                Err(st.recovery)
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
-}
-
 /// A damaged sled state on a follower. sled takes damage in its file for a torn tail of
 /// its own log and opens an earlier state (here: empty), raft meta included; the node
 /// reinstalls its snapshot and re-applies its log, and serves exactly the others' data.
@@ -433,7 +409,7 @@ async fn a_damaged_state_store_is_rebuilt_from_the_snapshot_and_the_log() {
         let data_dir = cluster.node(f).data_dir.clone();
         damage_sled(&data_dir);
         cluster.restart(f).await;
-        wait_voting(&mut cluster, f).await;
+        cluster.wait_voting(f, CATCH_UP).await;
         let log = std::fs::read_to_string(&cluster.node(f).log_path).expect("node log");
         assert!(
             log.contains("state store is behind the last snapshot; reinstalling it"),
@@ -466,7 +442,7 @@ async fn a_damaged_state_store_is_rebuilt_from_the_snapshot_and_the_log() {
         moved.push(".damaged");
         std::fs::rename(&data_dir, &moved).expect("move the data directory away");
         cluster.restart(f).await;
-        wait_voting(&mut cluster, f).await;
+        cluster.wait_voting(f, CATCH_UP).await;
         verify_acked(&mut cluster, &acked).await;
     })
     .await;

@@ -67,18 +67,6 @@ async fn neither_becomes_leader(cluster: &mut Cluster, w: u64, t: u64) -> String
     last_recovery
 }
 
-async fn wait_voting(cluster: &mut Cluster, id: u64) {
-    poll_until(CATCH_UP, &format!("node {id} to vote again"), async || {
-        let st = cluster.status_of(id).await?;
-        if st.recovering {
-            Err(st.recovery)
-        } else {
-            Ok(())
-        }
-    })
-    .await;
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir") {
@@ -139,7 +127,7 @@ async fn wiped_volume_does_not_vote_until_reseeded() {
         cluster.wait_for_leader(LEADER_TIMEOUT).await;
         acked.extend(write(&mut cluster, "after", 5).await);
         verify_acked(&mut cluster, &acked).await;
-        wait_voting(&mut cluster, w).await;
+        cluster.wait_voting(w, CATCH_UP).await;
 
         // Re-seeded, W is a full voter again: the cluster survives losing L now.
         let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await;
@@ -169,7 +157,7 @@ async fn rolled_back_volume_does_not_vote_until_reseeded() {
         copy_dir(&w_dir, &old);
         cluster.restart(w).await;
         cluster.wait_applied(w, last, CATCH_UP).await;
-        wait_voting(&mut cluster, w).await;
+        cluster.wait_voting(w, CATCH_UP).await;
 
         // Committed by L and W only; then give L time to record what W acknowledged.
         cluster.pause(t);
@@ -202,7 +190,7 @@ async fn rolled_back_volume_does_not_vote_until_reseeded() {
         .await;
         acked.extend(write(&mut cluster, "after", 5).await);
         verify_acked(&mut cluster, &acked).await;
-        wait_voting(&mut cluster, w).await;
+        cluster.wait_voting(w, CATCH_UP).await;
     })
     .await;
 }
