@@ -7,9 +7,9 @@
 //!
 //! Snapshots are directories under `<data>/snapshots/`, built from a point-in-time view
 //! of the state (`StateStore::begin_export`: apply goes on while the export is written)
-//! with hard links to the chunk files they reference. Off-cluster backups are exported the same way into a directory
-//! of the caller's ([`StateMachine::export_backup`]), and a backup becomes the initial
-//! state of a new cluster through [`seed_restored_state`].
+//! with hard links to the chunk files they reference. Off-cluster backups are exported
+//! the same way into a directory of the caller's ([`StateMachine::export_backup`]), and
+//! a backup becomes the initial state of a new cluster through [`seed_restored_state`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -272,10 +272,8 @@ impl StateMachine {
 pub struct BackupExport {
     /// Last applied log id and membership at the moment of the export.
     pub meta: SnapshotMeta,
-    /// The exported directory (`state.bin` + `chunks/`).
+    /// The exported directory (`state.bin` + `chunks/`) and its tables' sizes.
     pub info: SnapshotInfo,
-    /// Sizes of the state's tables in the export.
-    pub counts: StateCounts,
 }
 
 /// What [`seed_restored_state`] installed.
@@ -317,8 +315,7 @@ impl StateMachine {
         let _exporting = inner.export_lock.lock().await;
         let dir = dir.to_path_buf();
         let (meta, info) = export(&inner, "backup export", move |_| Ok(dir)).await?;
-        let counts = info.counts.clone();
-        Ok(BackupExport { meta, info, counts })
+        Ok(BackupExport { meta, info })
     }
 }
 

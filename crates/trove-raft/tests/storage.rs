@@ -174,7 +174,7 @@ async fn backup_export_seeds_a_new_cluster_state() {
     let export_dir = td.path().join("source").join("backups").join("b1");
     let export = sm.export_backup(&export_dir).await.unwrap();
     assert_eq!(export.meta.last_log_id, Some(log_id(3, 6)));
-    assert_eq!(export.counts.records, 6);
+    assert_eq!(export.info.counts.records, 6);
     let digest = sm.store().digest().unwrap();
     // Later writes do not reach the export.
     let more: Vec<Result<_, std::io::Error>> = vec![Ok((entry(3, 7, "k7"), None))];

@@ -27,7 +27,7 @@ use trove_proto::v1::backup_message::Part;
 use trove_proto::v1::{BackupFile, BackupFileEnd, BackupHeader, BackupMessage, BackupTrailer};
 use trove_raft::BackupExport;
 use trove_storage::StorageError;
-use trove_types::limits::{BACKUP_PIECE_BYTES, BACKUP_QUEUE_MESSAGES, CHUNK_SIZE_BYTES};
+use trove_types::limits::{BACKUP_PIECE_BYTES, BACKUP_QUEUE_MESSAGES};
 use trove_types::{Sha256Digest, TroveError};
 
 use crate::api::status;
@@ -154,11 +154,11 @@ fn header(node: &NodeRef, export: &BackupExport) -> BackupHeader {
         applied_index: applied.map_or(0, |l| l.index),
         applied_term: applied.map_or(0, |l| l.leader_id.term),
         created_unix_ms: now_ms(),
-        records: export.counts.records,
-        buckets: export.counts.buckets,
-        objects: export.counts.objects,
-        uploads: export.counts.uploads,
-        files: 1 + export.info.chunks,
+        records: export.info.counts.records,
+        buckets: export.info.counts.buckets,
+        objects: export.info.counts.objects,
+        uploads: export.info.counts.uploads,
+        files: 1 + export.info.counts.chunks,
         total_bytes: export.info.bytes,
     }
 }
@@ -280,26 +280,27 @@ impl Sender {
     /// Sends one chunk, verified against `hash` before any of it is sent; a copy that
     /// fails is replaced by an intact one from the repair path, or the backup fails.
     fn send_chunk(&mut self, path: &Path, name: &str, hash: &Sha256Digest) -> Result<(), Outcome> {
-        let data = match read_verified(path, hash) {
-            Ok(data) => data,
-            Err(damage) => {
-                let Some(repair) = self.repair.as_mut() else {
-                    return Err(Outcome::from(damage));
-                };
-                tracing::warn!(
-                    chunk = %hex::encode(hash),
-                    problem = %damage,
-                    "a chunk in the backup export failed verification; repairing it"
-                );
-                repair(hash).map_err(|e| {
-                    Outcome::Failed(TroveError::DataLoss(format!(
-                        "chunk {} failed verification ({damage}) and could not be repaired; \
+        let data =
+            match trove_storage::chunks::read_verified_file(path, hash).map(bytes::Bytes::from) {
+                Ok(data) => data,
+                Err(damage) => {
+                    let Some(repair) = self.repair.as_mut() else {
+                        return Err(Outcome::from(damage));
+                    };
+                    tracing::warn!(
+                        chunk = %hex::encode(hash),
+                        problem = %damage,
+                        "a chunk in the backup export failed verification; repairing it"
+                    );
+                    repair(hash).map_err(|e| {
+                        Outcome::Failed(TroveError::DataLoss(format!(
+                            "chunk {} failed verification ({damage}) and could not be repaired; \
                          the backup was aborted: {e}",
-                        hex::encode(hash)
-                    )))
-                })?
-            }
-        };
+                            hex::encode(hash)
+                        )))
+                    })?
+                }
+            };
         self.send(Part::File(BackupFile {
             name: name.to_string(),
             size: data.len() as u64,
@@ -316,26 +317,6 @@ impl Sender {
         self.bytes += size;
         Ok(())
     }
-}
-
-/// A chunk file's bytes if they hash to `hash` (a chunk is at most [`CHUNK_SIZE_BYTES`]).
-fn read_verified(path: &Path, hash: &Sha256Digest) -> Result<bytes::Bytes, StorageError> {
-    let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
-    let mut data = Vec::new();
-    file.take(CHUNK_SIZE_BYTES as u64 + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| StorageError::io(path, e))?;
-    if data.len() > CHUNK_SIZE_BYTES {
-        return Err(StorageError::corrupt(path, "longer than a chunk can be"));
-    }
-    let got: [u8; 32] = Sha256::digest(&data).into();
-    if &got != hash {
-        return Err(StorageError::corrupt(
-            path,
-            format!("the chunk's bytes hash to {}", hex::encode(got)),
-        ));
-    }
-    Ok(bytes::Bytes::from(data))
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -52,11 +52,10 @@ pub struct SnapshotInfo {
     pub raft_meta: Vec<u8>,
     /// State key/value entries in `state.bin`.
     pub entries: u64,
-    /// Chunk files in `chunks/`.
-    pub chunks: u64,
     /// Bytes of `state.bin` plus all chunk files.
     pub bytes: u64,
-    /// Sizes of the state's tables in the snapshot.
+    /// Sizes of the state's tables in the snapshot (`counts.chunks`: the chunk files in
+    /// `chunks/`).
     pub counts: StateCounts,
 }
 
@@ -304,7 +303,6 @@ fn chunk_file(dir: &Path, hash: &[u8; 32]) -> PathBuf {
 /// Verifies a snapshot directory without installing it: every frame's checksum, the
 /// trailer, every value's format, and every referenced chunk file's presence and hash.
 pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
-    let mut chunks = 0u64;
     let mut chunk_bytes = 0u64;
     let mut counts = StateCounts::default();
     let (raft_meta, entries, state_bytes) = read_state_file(dir, |key, _| {
@@ -318,7 +316,6 @@ pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
                 ),
                 other => other,
             })?;
-            chunks += 1;
             chunk_bytes += data.len() as u64;
         }
         Ok(())
@@ -327,7 +324,6 @@ pub fn verify_snapshot(dir: &Path) -> Result<SnapshotInfo> {
         dir: dir.to_path_buf(),
         raft_meta,
         entries,
-        chunks,
         bytes: state_bytes + chunk_bytes,
         counts,
     })
@@ -467,7 +463,7 @@ impl Export<'_> {
             fs::remove_dir_all(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
         }
         let built = self.write_files(&tmp, raft_meta, fetch_missing, observe);
-        let (entries, chunks, bytes, counts) = match built {
+        let (entries, bytes, counts) = match built {
             Ok(stats) => stats,
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp);
@@ -480,27 +476,26 @@ impl Export<'_> {
             dir: dir.to_path_buf(),
             raft_meta: raft_meta.to_vec(),
             entries,
-            chunks,
             bytes,
             counts,
         })
     }
 
-    /// Writes `state.bin` and the chunk links into `tmp`; returns (entries, chunks, bytes,
-    /// table sizes).
+    /// Writes `state.bin` and the chunk links into `tmp`; returns (entries, bytes, table
+    /// sizes).
     fn write_files(
         &self,
         tmp: &Path,
         raft_meta: &[u8],
         fetch_missing: &mut dyn FnMut(&Sha256Digest) -> Result<()>,
         observe: &mut dyn FnMut(&[u8]),
-    ) -> Result<(u64, u64, u64, StateCounts)> {
+    ) -> Result<(u64, u64, StateCounts)> {
         let chunks_dir = tmp.join(CHUNKS_DIR);
         fs::create_dir(tmp).map_err(|e| StorageError::io(tmp, e))?;
         fs::create_dir(&chunks_dir).map_err(|e| StorageError::io(&chunks_dir, e))?;
         let mut w = FrameWriter::create(&tmp.join(STATE_FILE))?;
         w.frame(&FrameRef::Meta { raft_meta })?;
-        let (mut entries, mut chunks, mut chunk_bytes) = (0u64, 0u64, 0u64);
+        let (mut entries, mut chunk_bytes) = (0u64, 0u64);
         let mut counts = StateCounts::default();
         let mut emit = |key: &[u8], value: &[u8]| -> Result<()> {
             // Snapshots carry values in their portable form (checksum verified here).
@@ -522,7 +517,6 @@ impl Export<'_> {
                 let len = fs::metadata(&dest)
                     .map_err(|e| StorageError::io(&dest, e))?
                     .len();
-                chunks += 1;
                 chunk_bytes += len;
             }
             observe(key);
@@ -551,7 +545,7 @@ impl Export<'_> {
         // become durable with the directory.
         sync_dir(&chunks_dir)?;
         sync_dir(tmp)?;
-        Ok((entries, chunks, state_bytes + chunk_bytes, counts))
+        Ok((entries, state_bytes + chunk_bytes, counts))
     }
 }
 

@@ -189,21 +189,18 @@ impl StateStore {
             .path(dir.join("sled"))
             .cache_capacity(SLED_CACHE_BYTES)
             .open()?;
-        let mut generation =
-            match db.get(TREE_POINTER_KEY)? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                    StorageError::corrupt(dir, "state tree pointer is not 8 bytes")
-                })?),
-                None => {
-                    // A new state: its (empty) tree is in the current format from the start.
-                    let mut b = sled::Batch::default();
-                    b.insert(TREE_POINTER_KEY, &0u64.to_be_bytes());
-                    b.insert(migrate::VALUES_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
-                    db.apply_batch(b)?;
-                    db.flush()?;
-                    0
-                }
-            };
+        let mut generation = match migrate::tree_generation(&db, dir)? {
+            Some(g) => g,
+            None => {
+                // A new state: its (empty) tree is in the current format from the start.
+                let mut b = sled::Batch::default();
+                b.insert(TREE_POINTER_KEY, &0u64.to_be_bytes());
+                b.insert(migrate::VALUES_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+                db.apply_batch(b)?;
+                db.flush()?;
+                0
+            }
+        };
         migrate::drop_stale_trees(&db, generation)?;
         if migrate::values_format(&db, dir)? < FORMAT_VERSION {
             generation = migrate::to_format_2(&db, dir, generation)?;

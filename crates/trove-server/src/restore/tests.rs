@@ -80,7 +80,7 @@ async fn backup_messages(dir: &Path) -> Vec<BackupMessage> {
         format_version: FORMAT_VERSION,
         cluster_id: "source".into(),
         applied_index: n,
-        files: 1 + info.chunks,
+        files: 1 + info.counts.chunks,
         total_bytes: info.bytes,
         ..Default::default()
     };

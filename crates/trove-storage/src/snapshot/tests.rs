@@ -57,8 +57,8 @@ fn export_verify_install_round_trip() {
     let dir = a.tmp.path().join("snaps").join("snap-1");
     let info = a.store.export_snapshot(&dir, b"snap-meta").unwrap();
     let counts = a.store.counts().unwrap();
-    assert_eq!(info.chunks, counts.chunks);
-    assert!(info.chunks >= 3 && info.entries > counts.chunks);
+    assert_eq!(info.counts, counts);
+    assert!(info.counts.chunks >= 3 && info.entries > counts.chunks);
     assert!(!tmp_dir_for(&dir).unwrap().exists());
     assert_eq!(verify_snapshot(&dir).unwrap(), info);
     let state = fs::read(dir.join(STATE_FILE)).unwrap();
@@ -124,7 +124,7 @@ fn empty_store_round_trip() {
     let a = Harness::new();
     let dir = a.tmp.path().join("empty-snap");
     let info = a.store.export_snapshot(&dir, b"").unwrap();
-    assert_eq!((info.entries, info.chunks), (0, 0));
+    assert_eq!((info.entries, info.counts.chunks), (0, 0));
     assert_eq!(verify_snapshot(&dir).unwrap(), info);
     let (b, _) = populated(3);
     assert_eq!(b.store.install_snapshot(&dir).unwrap(), b"");
@@ -332,7 +332,7 @@ fn scan_reports_chunk_refs_in_order_and_check_version_reads_only_the_header() {
     })
     .unwrap();
     assert_eq!((meta.as_slice(), entries), (&b"meta"[..], info.entries));
-    assert_eq!(refs.len() as u64, info.chunks);
+    assert_eq!(refs.len() as u64, info.counts.chunks);
     assert!(refs.windows(2).all(|w| w[0] < w[1]), "ascending hashes");
     // The scan needs no chunk file.
     fs::remove_dir_all(dir.join(CHUNKS_DIR)).unwrap();

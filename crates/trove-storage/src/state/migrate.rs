@@ -74,6 +74,33 @@ pub(super) fn drop_stale_trees(db: &sled::Db, generation: u64) -> Result<()> {
 /// Steps 2 and 3: copies the current tree (format 1 values) into a new tree in format 2
 /// and switches to it. Returns the new generation.
 pub(super) fn to_format_2(db: &sled::Db, dir: &Path, generation: u64) -> Result<u64> {
+    let next = rewrite_tree(db, dir, generation, codec::to_stored, Some(FORMAT_VERSION))?;
+    tracing::info!("state values copied into format {FORMAT_VERSION}");
+    Ok(next)
+}
+
+/// The current state tree's generation, from the pointer in sled's default tree (`None`:
+/// a new state, no pointer yet).
+pub(super) fn tree_generation(db: &sled::Db, dir: &Path) -> Result<Option<u64>> {
+    match db.get(TREE_POINTER_KEY)? {
+        Some(v) => Ok(Some(u64::from_be_bytes(v.as_ref().try_into().map_err(
+            |_| StorageError::corrupt(dir, "state tree pointer is not 8 bytes"),
+        )?))),
+        None => Ok(None),
+    }
+}
+
+/// Copies the tree of `generation` into a new tree (`generation + 1`), each value
+/// converted by `convert`; then, in one atomic sled batch, points the state at the new
+/// tree and records the values' format (`None`: removes the record, i.e. format 1); then
+/// drops the old tree. The old tree stays current and untouched until the switch.
+fn rewrite_tree(
+    db: &sled::Db,
+    dir: &Path,
+    generation: u64,
+    convert: fn(&[u8]) -> Result<Vec<u8>>,
+    values_format: Option<u32>,
+) -> Result<u64> {
     let next = generation
         .checked_add(1)
         .ok_or_else(|| StorageError::Invalid("state tree generations exhausted".into()))?;
@@ -83,10 +110,10 @@ pub(super) fn to_format_2(db: &sled::Db, dir: &Path, generation: u64) -> Result<
     let (mut in_batch, mut copied) = (0usize, 0u64);
     for kv in old.iter() {
         let (key, value) = kv?;
-        let converted = codec::to_stored(&value).map_err(|e| {
+        let converted = convert(&value).map_err(|e| {
             StorageError::corrupt(
                 dir,
-                format!("cannot migrate key {}: {e}", String::from_utf8_lossy(&key)),
+                format!("cannot convert key {}: {e}", String::from_utf8_lossy(&key)),
             )
         })?;
         batch.insert(key, converted);
@@ -105,16 +132,16 @@ pub(super) fn to_format_2(db: &sled::Db, dir: &Path, generation: u64) -> Result<
     fail_point("before-switch")?;
     let mut switch = sled::Batch::default();
     switch.insert(TREE_POINTER_KEY, &next.to_be_bytes());
-    switch.insert(VALUES_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+    match values_format {
+        Some(v) => switch.insert(VALUES_FORMAT_KEY, &v.to_be_bytes()),
+        None => switch.remove(VALUES_FORMAT_KEY),
+    }
     db.apply_batch(switch)?;
     db.flush()?;
     fail_point("after-switch")?;
     drop(old);
     db.drop_tree(tree_name(generation))?;
-    tracing::info!(
-        entries = copied,
-        "state values copied into format {FORMAT_VERSION}"
-    );
+    tracing::debug!(entries = copied, "state tree rewritten");
     Ok(next)
 }
 
@@ -132,31 +159,9 @@ pub(super) fn finish(dir: &Path) -> Result<()> {
 /// format 2 wrote it: for upgrade tests, which need a directory of the previous format.
 pub fn rewrite_in_format_1(dir: &Path) -> Result<()> {
     let db = sled::Config::new().path(dir.join("sled")).open()?;
-    let generation = match db.get(TREE_POINTER_KEY)? {
-        Some(v) => u64::from_be_bytes(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| StorageError::corrupt(dir, "state tree pointer is not 8 bytes"))?,
-        ),
-        None => {
-            return Err(StorageError::Invalid(format!(
-                "{} holds no state",
-                dir.display()
-            )));
-        }
-    };
-    let old = db.open_tree(tree_name(generation))?;
-    let new = db.open_tree(tree_name(generation + 1))?;
-    for kv in old.iter() {
-        let (key, value) = kv?;
-        new.insert(key, codec::to_portable(&value)?)?;
-    }
-    let mut switch = sled::Batch::default();
-    switch.insert(TREE_POINTER_KEY, &(generation + 1).to_be_bytes());
-    switch.remove(VALUES_FORMAT_KEY);
-    db.apply_batch(switch)?;
-    drop(old);
-    db.drop_tree(tree_name(generation))?;
+    let generation = tree_generation(&db, dir)?
+        .ok_or_else(|| StorageError::Invalid(format!("{} holds no state", dir.display())))?;
+    rewrite_tree(&db, dir, generation, codec::to_portable, None)?;
     db.flush()?;
     write_format_file(dir, FORMAT_KIND, 1)
 }
