@@ -173,10 +173,7 @@ async fn reseed(global: &GlobalArgs, a: &BenchArgs, cluster: &mut LocalCluster) 
     let objects = a.ops.unwrap_or(RESEED_OBJECTS);
     let d = Driver::connect(System::Trove, global, &cluster.endpoints).await?;
     let c = d.trove()?;
-    match c.create_bucket(BUCKET).await {
-        Ok(_) | Err(TroveError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e).context("create bucket"),
-    }
+    ensure_bucket(c).await?;
     let data = Bytes::from(vec![0x5a; a.object_size as usize]);
     for k in 0..objects {
         c.put_object_bytes(BUCKET, &format!("reseed/{k}"), unique(&data, u64::MAX, k))
@@ -363,12 +360,17 @@ fn node_report(
 }
 
 /// Writes what the read workloads read, and the bucket.
+/// Creates the benchmark's bucket unless it exists.
+async fn ensure_bucket(c: &Client) -> Result<()> {
+    match c.create_bucket(BUCKET).await {
+        Ok(_) | Err(TroveError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e).context("create bucket"),
+    }
+}
+
 async fn prepare(d: &mut Driver, a: &BenchArgs, value: &Bytes, data: &Bytes) -> Result<()> {
     if matches!(a.workload, Workload::ObjectPut | Workload::ObjectGet) {
-        match d.trove()?.create_bucket(BUCKET).await {
-            Ok(_) | Err(TroveError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e).context("create bucket"),
-        }
+        ensure_bucket(d.trove()?).await?;
     }
     match a.workload {
         Workload::RecordGet | Workload::RecordGetLocal | Workload::Mixed => {
