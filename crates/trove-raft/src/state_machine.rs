@@ -54,6 +54,34 @@ impl RaftMeta {
     }
 }
 
+/// What a snapshot (or backup) says about Raft: openraft's snapshot meta, then the
+/// highest node id ever a member up to that point, so that a node rebuilt from the
+/// snapshot still knows the ids of members removed before it and never hands one out
+/// again.
+///
+/// Encoded as the codec's version byte, the postcard of the `SnapshotMeta`, then the id
+/// as a postcard varint. Releases before the id was carried wrote the meta alone; they
+/// read this encoding as well (postcard ignores trailing bytes), and their snapshots
+/// decode here with the id taken from the membership.
+pub fn encode_snapshot_meta(meta: &SnapshotMeta, max_node_id: u64) -> io::Result<Vec<u8>> {
+    Ok(encode(&(meta, max_node_id))?)
+}
+
+/// Decodes what [`encode_snapshot_meta`] wrote (or an older release's meta alone):
+/// the meta and the highest node id it knew of.
+pub fn decode_snapshot_meta(raw: &[u8]) -> io::Result<(SnapshotMeta, u64)> {
+    crate::codec::check_version(raw)?;
+    let bad = |e: postcard::Error| io_err(format!("undecodable snapshot meta: {e}"));
+    let (meta, rest): (SnapshotMeta, &[u8]) = postcard::take_from_bytes(&raw[1..]).map_err(bad)?;
+    let carried = if rest.is_empty() {
+        0
+    } else {
+        postcard::from_bytes::<u64>(rest).map_err(bad)?
+    };
+    let max_node_id = max_id(&meta.last_membership, carried);
+    Ok((meta, max_node_id))
+}
+
 struct Inner {
     store: Arc<StateStore>,
     snapshots_dir: PathBuf,
@@ -98,6 +126,10 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Largest apply group (in command payload bytes) applied on the state machine's own
+/// task rather than in the blocking pool; see `apply`.
+const INLINE_APPLY_BYTES: usize = 64 * 1024;
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -110,7 +142,7 @@ impl StateMachine {
     /// unflushed state), installs the snapshot into the store.
     pub fn open(store: Arc<StateStore>, snapshots_dir: &Path) -> io::Result<StateMachine> {
         trove_storage::fsutil::create_dir_durable(snapshots_dir)?;
-        let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+        let mut best: Option<(SnapshotMeta, u64, PathBuf)> = None;
         let mut entries: Vec<PathBuf> = std::fs::read_dir(snapshots_dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
@@ -127,12 +159,12 @@ impl StateMachine {
             }
             match verify_snapshot(&path) {
                 Ok(info) => {
-                    let meta: SnapshotMeta = decode(&info.raft_meta)?;
+                    let (meta, max_node_id) = decode_snapshot_meta(&info.raft_meta)?;
                     if best
                         .as_ref()
-                        .is_none_or(|(b, _)| b.last_log_id < meta.last_log_id)
+                        .is_none_or(|(b, ..)| b.last_log_id < meta.last_log_id)
                     {
-                        best = Some((meta, path));
+                        best = Some((meta, max_node_id, path));
                     }
                 }
                 Err(e) => {
@@ -140,7 +172,7 @@ impl StateMachine {
                 }
             }
         }
-        if let Some((meta, path)) = &best {
+        if let Some((meta, snapshot_max_id, path)) = &best {
             let applied = RaftMeta::decode(store.raft_meta()?)?;
             if applied.last_applied < meta.last_log_id {
                 tracing::warn!(
@@ -150,7 +182,7 @@ impl StateMachine {
                 let rm = RaftMeta {
                     last_applied: meta.last_log_id,
                     membership: meta.last_membership.clone(),
-                    max_node_id: max_id(&meta.last_membership, applied.max_node_id),
+                    max_node_id: applied.max_node_id.max(*snapshot_max_id),
                 };
                 store.install_snapshot(path)?;
                 store.apply(
@@ -166,7 +198,7 @@ impl StateMachine {
                 snapshots_dir: snapshots_dir.to_path_buf(),
                 apply_lock: Mutex::new(()),
                 export_lock: Mutex::new(()),
-                current: std::sync::Mutex::new(best),
+                current: std::sync::Mutex::new(best.map(|(meta, _, path)| (meta, path))),
                 repairer: std::sync::OnceLock::new(),
                 snapshot_trigger: std::sync::OnceLock::new(),
                 payload_since_snapshot: std::sync::atomic::AtomicU64::new(0),
@@ -361,7 +393,11 @@ async fn export(
             })
         };
         let info = export
-            .write(&dir, &encode(&meta)?, &mut fetch_missing)
+            .write(
+                &dir,
+                &encode_snapshot_meta(&meta, rm.max_node_id)?,
+                &mut fetch_missing,
+            )
             .map_err(io_err)?;
         Ok((meta, info))
     })
@@ -396,7 +432,7 @@ pub fn seed_restored_state(
         return Err(io_err("a restored cluster needs at least one member"));
     }
     let raw = store.install_snapshot(backup_dir)?;
-    let source: SnapshotMeta = decode(&raw)?;
+    let (source, source_max_id) = decode_snapshot_meta(&raw)?;
     let index = source.last_log_id.map(|l| l.index).unwrap_or(0);
     let last_applied = LogId::new(
         <<TypeConfig as openraft::RaftTypeConfig>::LeaderId as RaftLeaderIdExt>::new_committed(
@@ -409,7 +445,7 @@ pub fn seed_restored_state(
     let membership = StoredMembership::new(Some(last_applied), membership);
     let rm = RaftMeta {
         last_applied: Some(last_applied),
-        max_node_id: max_id(&membership, max_id(&source.last_membership, 0)),
+        max_node_id: max_id(&membership, source_max_id),
         membership,
     };
     store.apply(index, None, &encode(&rm)?)?;
@@ -419,6 +455,17 @@ pub fn seed_restored_state(
         source_last_applied: source.last_log_id,
         counts: store.counts()?,
     })
+}
+
+/// Whether applying `cmd` changes only the sled tree (never a chunk file).
+fn touches_only_sled(cmd: &Command) -> bool {
+    matches!(
+        cmd.op,
+        Op::PutRecord { .. }
+            | Op::DeleteRecord { .. }
+            | Op::CreateBucket { .. }
+            | Op::DeleteBucket { .. }
+    )
 }
 
 /// The bytes a command carries (what bounds an apply group's memory).
@@ -458,6 +505,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut group = Vec::new();
             let mut responders = Vec::new();
             let mut bytes = 0usize;
+            let mut sled_only = true;
             while group.len() < MAX_APPLY_GROUP_ENTRIES && bytes < MAX_APPLY_GROUP_BYTES {
                 let Some((entry, responder)) = entries.next().await.transpose()? else {
                     ended = true;
@@ -474,6 +522,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 bytes += cmd.as_ref().map_or(0, payload_bytes);
+                sled_only &= cmd.as_ref().is_none_or(touches_only_sled);
                 group.push((entry.log_id.index, cmd));
                 responders.push(responder);
             }
@@ -483,12 +532,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let meta_bytes = encode(&meta)?;
             let store = self.inner.store.clone();
             let guard = self.inner.apply_lock.lock().await;
-            let results = blocking(move || {
+            let apply = move || -> io::Result<_> {
                 let refs: Vec<(u64, Option<&Command>)> =
                     group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
                 Ok(store.apply_entries(&refs, &meta_bytes)?)
-            })
-            .await?;
+            };
+            // A group of record and bucket commands is a short, in-memory sled batch
+            // (sled writes its files on its own threads): applied right here, it saves
+            // two thread hand-offs per group. A group that may touch chunk files
+            // (writes, fsyncs, removals) goes to the blocking pool.
+            let results = if sled_only && bytes <= INLINE_APPLY_BYTES {
+                apply()?
+            } else {
+                blocking(apply).await?
+            };
             drop(guard);
             self.count_payload(bytes);
             for (responder, result) in responders.into_iter().zip(results) {
@@ -527,11 +584,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 copy_snapshot_dir(&snapshot.path, &dest2)?;
             }
             verify_snapshot(&dest2)?;
-            inner.store.install_snapshot(&dest2)?;
+            let raw = inner.store.install_snapshot(&dest2)?;
+            let (_, snapshot_max_id) = decode_snapshot_meta(&raw)?;
             let rm = RaftMeta {
                 last_applied: meta2.last_log_id,
                 membership: meta2.last_membership.clone(),
-                max_node_id: max_id(&meta2.last_membership, prev_max),
+                max_node_id: max_id(&meta2.last_membership, prev_max.max(snapshot_max_id)),
             };
             inner.store.apply(
                 meta2.last_log_id.map(|l| l.index).unwrap_or(0),

@@ -23,7 +23,6 @@ use trove_proto::backup::{
 use trove_proto::v1::backup_message::Part;
 use trove_proto::v1::{BackupHeader, BackupTrailer};
 use trove_raft::TroveNode;
-use trove_raft::types::SnapshotMeta;
 use trove_storage::StorageError;
 use trove_storage::chunks::ChunkStore;
 use trove_storage::fsutil::{create_dir_durable, sync_dir};
@@ -328,7 +327,7 @@ fn unpack(
             chunk_hashes.len() - next
         )));
     }
-    let meta: SnapshotMeta = trove_raft::codec::decode(&raft_meta)
+    let (meta, _) = trove_raft::state_machine::decode_snapshot_meta(&raft_meta)
         .map_err(|e| RestoreError::State(format!("the state's raft meta: {e}")))?;
     let index = meta.last_log_id.map_or(0, |l| l.index);
     if index != summary.header.applied_index {

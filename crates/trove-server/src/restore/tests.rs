@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use trove_proto::backup::{FILE_MAGIC, FORMAT_VERSION, encode_record};
 use trove_proto::v1::BackupMessage;
+use trove_raft::types::SnapshotMeta;
 use trove_types::{ChunkRef, Command, Op};
 
 use super::*;
