@@ -27,6 +27,12 @@ use trove_client::{Client, ClientConfig};
 
 use args::{Cli, Command, GlobalArgs, LogFormat, OutputFormat};
 
+/// mimalloc instead of glibc's malloc: under load a node spent ~15% of its CPU in
+/// glibc's allocator (sled, h2 and openraft allocate per request); see README's
+/// "Performance" section for the before and after.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What the client commands share.
 pub struct Ctx {
     pub client: Client,

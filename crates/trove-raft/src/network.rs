@@ -1,28 +1,36 @@
 //! Outgoing Raft RPCs over gRPC: one channel per peer for AppendEntries and votes, a
 //! separate channel per peer for snapshots (so a long transfer never delays
 //! heartbeats). Every request carries the cluster id and the target node id.
+//!
+//! Replication is pipelined: openraft's `stream_append` is one bidirectional gRPC
+//! stream per follower, so the leader sends the next batch of entries while the
+//! follower is still writing the previous one, and no entry pays for a call's headers.
+//! A peer that does not know the stream (an older release during a rolling upgrade) is
+//! served one unary AppendEntries at a time instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory, stream_append_sequential};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, RaftNetworkV2};
+use openraft::{AnyError, OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 use trove_proto::raft::raft_peer_client::RaftPeerClient;
 use trove_proto::raft::{
-    Envelope, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame,
+    Envelope, Reply, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame,
 };
 use trove_types::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MAX_PEER_MESSAGE_BYTES,
@@ -87,6 +95,7 @@ impl Network {
             target,
             addr: node.peer_addr.clone(),
             channel: self.channel(&node.peer_addr, lane),
+            unary_append: false,
         }
     }
 
@@ -143,6 +152,9 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     channel: Result<Channel, String>,
+    /// The peer answered `StreamAppend` with UNIMPLEMENTED (an older release): replicate
+    /// with one unary call per batch instead.
+    unary_append: bool,
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -168,12 +180,12 @@ fn from_status(addr: &str, st: tonic::Status) -> RpcErr {
 
 impl PeerClient {
     fn envelope<T: Serialize>(&self, v: &T) -> Result<Envelope, RpcErr> {
-        Ok(Envelope {
-            cluster_id: self.me.cluster_id.clone(),
-            target_node_id: self.target,
-            source_node_id: self.me.node_id,
-            payload: encode(v).map_err(network)?.into(),
-        })
+        EnvelopeMaker {
+            me: self.me.clone(),
+            target: self.target,
+        }
+        .wrap(v)
+        .map_err(network)
     }
 
     fn grpc(&self) -> Result<RaftPeerClient<Channel>, RpcErr> {
@@ -204,6 +216,141 @@ impl PeerClient {
         let res: Result<Resp, String> = decode(&reply.payload).map_err(network)?;
         res.map_err(network)
     }
+
+    /// Opens the replication stream and returns the follower's answers, in order.
+    ///
+    /// A stalled link is detected per request: when the oldest unanswered request is
+    /// older than the RPC deadline, the stream ends with an error (openraft then backs
+    /// off and opens a new one). An idle stream (nothing unanswered) may stay open
+    /// indefinitely; HTTP/2 keep-alives watch the connection meanwhile.
+    async fn open_append_stream<S>(
+        &mut self,
+        input: S,
+        option: &RPCOption,
+    ) -> Result<BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RpcErr>>, RpcErr>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let deadline = option.hard_ttl().max(MIN_PEER_RPC_TIMEOUT);
+        let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+        let unsendable: Arc<Mutex<Option<String>>> = Arc::default();
+        let (sent, failed) = (pending.clone(), unsendable.clone());
+        let envelope = EnvelopeMaker {
+            me: self.me.clone(),
+            target: self.target,
+        };
+        // Requests go out as openraft produces them; an unencodable one ends the stream
+        // (and is reported on the answer side once the earlier answers are in).
+        let requests = input.scan((), move |_, rpc| {
+            let item = match envelope.wrap(&rpc) {
+                Ok(env) => {
+                    lock(&sent).push_back(Instant::now());
+                    Some(env)
+                }
+                Err(e) => {
+                    *lock(&failed) = Some(e);
+                    None
+                }
+            };
+            futures::future::ready(item)
+        });
+        let answers = match self.grpc()?.stream_append(requests).await {
+            Ok(r) => r.into_inner(),
+            Err(st) if st.code() == tonic::Code::Unimplemented => {
+                tracing::info!(target = self.target, addr = %self.addr,
+                    "peer has no StreamAppend (older release): replicating with unary calls");
+                self.unary_append = true;
+                return Err(unreachable(format!(
+                    "{}: no StreamAppend; retrying with unary AppendEntries",
+                    self.addr
+                )));
+            }
+            Err(st) => return Err(from_status(&self.addr, st)),
+        };
+        let state = AnswerState {
+            addr: self.addr.clone(),
+            answers,
+            pending,
+            unsendable,
+            deadline,
+        };
+        Ok(Box::pin(futures::stream::unfold(
+            Some(state),
+            |st| async move {
+                let mut st = st?;
+                let item = st.next_answer().await?;
+                let go_on = matches!(item, Ok(Ok(_)));
+                Some((item, go_on.then_some(st)))
+            },
+        )))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stamps outgoing requests with the cluster and both node ids.
+struct EnvelopeMaker {
+    me: PeerIdentity,
+    target: u64,
+}
+
+impl EnvelopeMaker {
+    fn wrap<T: Serialize>(&self, v: &T) -> Result<Envelope, String> {
+        Ok(Envelope {
+            cluster_id: self.me.cluster_id.clone(),
+            target_node_id: self.target,
+            source_node_id: self.me.node_id,
+            payload: encode(v).map_err(|e| e.to_string())?.into(),
+        })
+    }
+}
+
+/// The answering half of a replication stream.
+struct AnswerState {
+    addr: String,
+    answers: tonic::Streaming<Reply>,
+    /// When each unanswered request was sent, oldest first.
+    pending: Arc<Mutex<VecDeque<Instant>>>,
+    /// Why the request side stopped early, if it did.
+    unsendable: Arc<Mutex<Option<String>>>,
+    deadline: Duration,
+}
+
+impl AnswerState {
+    /// The next answer; `None` when the stream ended cleanly.
+    async fn next_answer(&mut self) -> Option<Result<StreamAppendResult<TypeConfig>, RpcErr>> {
+        loop {
+            match tokio::time::timeout(self.deadline, self.answers.next()).await {
+                Ok(Some(Ok(reply))) => {
+                    lock(&self.pending).pop_front();
+                    let r: Result<StreamAppendResult<TypeConfig>, String> =
+                        match decode(&reply.payload) {
+                            Ok(r) => r,
+                            Err(e) => return Some(Err(network(format!("{}: {e}", self.addr)))),
+                        };
+                    return Some(r.map_err(network));
+                }
+                Ok(Some(Err(st))) => return Some(Err(from_status(&self.addr, st))),
+                Ok(None) => {
+                    let why = lock(&self.unsendable).take();
+                    return why.map(|e| Err(network(format!("encoding AppendEntries: {e}"))));
+                }
+                Err(_) => {
+                    let stalled = lock(&self.pending)
+                        .front()
+                        .is_some_and(|t| t.elapsed() >= self.deadline);
+                    if stalled {
+                        return Some(Err(network(format!(
+                            "{}: no answer to AppendEntries within {:?}",
+                            self.addr, self.deadline
+                        ))));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
@@ -218,6 +365,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             c.append_entries(r).await
         })
         .await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RpcErr>>, RpcErr>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.unary_append {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move { self.open_append_stream(input, &option).await })
     }
 
     async fn vote(

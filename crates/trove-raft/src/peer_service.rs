@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
@@ -82,41 +83,98 @@ impl PeerService {
     }
 
     fn check(&self, env: &Envelope) -> Result<(), Status> {
-        if env.cluster_id != self.me.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: this node (id {}) belongs to cluster {}, the request is for cluster {}",
-                self.me.node_id, self.me.cluster_id, env.cluster_id
-            )));
-        }
-        if env.target_node_id != self.me.node_id {
-            return Err(Status::failed_precondition(format!(
-                "node id mismatch: this is node {}, the request is for node {}",
-                self.me.node_id, env.target_node_id
-            )));
-        }
-        Ok(())
+        check(&self.me, env)
     }
 
     fn open<T: DeserializeOwned>(&self, env: &Envelope) -> Result<T, Status> {
-        self.check(env)?;
-        decode(&env.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+        open(&self.me, env)
     }
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Response<Reply>, Status> {
+/// Refuses a request meant for another cluster or another node.
+fn check(me: &PeerIdentity, env: &Envelope) -> Result<(), Status> {
+    if env.cluster_id != me.cluster_id {
+        return Err(Status::failed_precondition(format!(
+            "cluster id mismatch: this node (id {}) belongs to cluster {}, the request is for cluster {}",
+            me.node_id, me.cluster_id, env.cluster_id
+        )));
+    }
+    if env.target_node_id != me.node_id {
+        return Err(Status::failed_precondition(format!(
+            "node id mismatch: this is node {}, the request is for node {}",
+            me.node_id, env.target_node_id
+        )));
+    }
+    Ok(())
+}
+
+/// Checks and decodes a request.
+fn open<T: DeserializeOwned>(me: &PeerIdentity, env: &Envelope) -> Result<T, Status> {
+    check(me, env)?;
+    decode(&env.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+/// Encodes an answer (or the error's text) for the wire.
+fn encode_reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Reply, Status> {
     let r: Result<T, String> = r.map_err(|e| e.to_string());
     let payload = encode(&r).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(Reply {
+    Ok(Reply {
         payload: payload.into(),
-    }))
+    })
 }
+
+fn reply<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Result<Response<Reply>, Status> {
+    encode_reply(r).map(Response::new)
+}
+
+/// The answers of a replication stream.
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
         let rpc = self.open(req.get_ref())?;
         reply(self.raft.append_entries(rpc).await)
+    }
+
+    type StreamAppendStream = AnswerStream;
+
+    /// Hands every request of the stream to openraft as it arrives (openraft pipelines
+    /// them and answers in order). A request for another cluster or node, or one that
+    /// does not decode, ends the stream: the answers to the requests before it are
+    /// sent, then the refusal as the stream's status.
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<Envelope>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let refused: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let (me, refusal) = (self.me.clone(), refused.clone());
+        let requests = futures::stream::unfold(req.into_inner(), move |mut incoming| {
+            let (me, refusal) = (me.clone(), refusal.clone());
+            async move {
+                match incoming.message().await {
+                    Ok(Some(env)) => match open(&me, &env) {
+                        Ok(rpc) => Some((rpc, incoming)),
+                        Err(st) => {
+                            *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
+                            None
+                        }
+                    },
+                    // The leader closed the stream or the connection dropped.
+                    Ok(None) | Err(_) => None,
+                }
+            }
+        });
+        let answers = self
+            .raft
+            .stream_append(requests)
+            .map(|r| encode_reply(r.map_err(|fatal| fatal.to_string())));
+        let refusal = futures::stream::once(async move {
+            refused.lock().unwrap_or_else(|e| e.into_inner()).take()
+        })
+        .filter_map(|st| futures::future::ready(st.map(Err)));
+        Ok(Response::new(Box::pin(answers.chain(refusal))))
     }
 
     async fn vote(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
