@@ -141,6 +141,16 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         self.client(target, node, Lane::Main)
     }
 
+    /// Heartbeats are single AppendEntries without entries, each sent as a one-request
+    /// `stream_append`: as unary calls they skip a stream's set-up and the follower's
+    /// per-stream pipeline task (reads confirm leadership with heartbeats, so they are
+    /// frequent under a read load).
+    async fn new_heartbeat_client(&mut self, target: u64, node: &TroveNode) -> PeerClient {
+        let mut client = self.client(target, node, Lane::Main);
+        client.unary_append = true;
+        client
+    }
+
     async fn new_snapshot_client(&mut self, target: u64, node: &TroveNode) -> PeerClient {
         self.client(target, node, Lane::Snapshot)
     }
@@ -152,8 +162,9 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     channel: Result<Channel, String>,
-    /// The peer answered `StreamAppend` with UNIMPLEMENTED (an older release): replicate
-    /// with one unary call per batch instead.
+    /// Send AppendEntries as unary calls, one at a time, rather than over a stream: for
+    /// heartbeats, and for a peer that answered `StreamAppend` with UNIMPLEMENTED (an
+    /// older release).
     unary_append: bool,
 }
 
