@@ -27,14 +27,6 @@ use trove_client::{Client, ClientConfig};
 
 use args::{Cli, Command, GlobalArgs, LogFormat, OutputFormat};
 
-/// mimalloc instead of glibc's malloc: under load a node spent ~15% of its CPU in
-/// glibc's allocator (sled, h2 and openraft allocate per request). Measured on record
-/// puts with 64 clients: +15% ops/s, 9% less CPU per operation. The price is memory kept
-/// in mimalloc's arenas: a node's peak RSS while streaming a 1 GiB object is 134–178 MiB
-/// instead of 75–106 MiB (the benchmarks' bound is 200 MiB).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What the client commands share.
 pub struct Ctx {
     pub client: Client,

@@ -12,6 +12,7 @@
 //! not failures: they are recorded for deduplication and change nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use trove_types::limits::{REQUEST_ID_RETENTION_MS, UPLOAD_EXPIRY_MS};
 use trove_types::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, Sha256Digest};
@@ -37,15 +38,19 @@ pub(super) struct Tx<'a> {
     writes: Writes,
     /// Chunks whose reference count reached zero: their files go after the batch.
     released: BTreeSet<Sha256Digest>,
+    /// The group's pruning cursor: every request-id expiry key up to this one is deleted
+    /// by the group's writes (see [`prune_dedup`]).
+    pruned_upto: Option<Vec<u8>>,
 }
 
 impl<'a> Tx<'a> {
-    fn new(tree: &'a sled::Tree, earlier: &'a Writes) -> Self {
+    fn new(tree: &'a sled::Tree, earlier: &'a Writes, pruned_upto: Option<Vec<u8>>) -> Self {
         Tx {
             tree,
             earlier,
             writes: BTreeMap::new(),
             released: BTreeSet::new(),
+            pruned_upto,
         }
     }
 
@@ -62,14 +67,34 @@ impl<'a> Tx<'a> {
         &self,
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<'a> {
-        let owned = prefix.to_vec();
+        self.scan_prefix_after(prefix, None)
+    }
+
+    /// [`Self::scan_prefix`] from the first key after `after` (a key with the prefix).
+    fn scan_prefix_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + use<'a> {
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let (in_overlay, in_tree) = (prefix.to_vec(), prefix.to_vec());
         let overlay = self
             .earlier
-            .range(prefix.to_vec()..)
-            .take_while(move |(k, _)| k.starts_with(&owned))
+            .range((start.clone(), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(&in_overlay))
             .map(|(k, v)| (k.clone(), v.clone()));
+        let tree = self
+            .tree
+            .range((start, Bound::<Vec<u8>>::Unbounded))
+            .take_while(move |r| match r {
+                Ok((k, _)) => k.starts_with(&in_tree),
+                Err(_) => true,
+            });
         MergedScan {
-            tree: self.tree.scan_prefix(prefix).peekable(),
+            tree: tree.peekable(),
             overlay: overlay.peekable(),
         }
     }
@@ -83,6 +108,15 @@ impl<'a> Tx<'a> {
     }
 
     fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+        if self
+            .pruned_upto
+            .as_ref()
+            .is_some_and(|upto| key.starts_with(codec::DEDUP_EXPIRY) && key <= *upto)
+        {
+            // An expiry key at or before the cursor (a clock that went back): the keys
+            // up to the cursor are no longer all deleted.
+            self.pruned_upto = None;
+        }
         self.writes.insert(key, Some(codec::encode(value)?));
         Ok(())
     }
@@ -141,15 +175,20 @@ pub(super) fn apply_entries(
     let mut group = Writes::new();
     let mut maybe_released = BTreeSet::new();
     let mut results = Vec::with_capacity(entries.len());
+    let mut pruned_upto = None;
     for &(index, cmd) in entries {
-        let mut tx = Tx::new(tree, &group);
+        let mut tx = Tx::new(tree, &group, pruned_upto.take());
         let result = match cmd {
             Some(cmd) => Some(apply_command(&mut tx, chunks, index, cmd)?),
             None => None,
         };
         let Tx {
-            writes, released, ..
+            writes,
+            released,
+            pruned_upto: upto,
+            ..
         } = tx;
+        pruned_upto = upto;
         group.extend(writes);
         maybe_released.extend(released);
         results.push(result);
@@ -549,9 +588,15 @@ fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
 }
 
 /// Forgets request ids older than the retention, oldest first, at most `limit` of them.
+///
+/// The scan starts after the group's cursor, the last expiry key an earlier entry of the
+/// group deleted: every key up to it is deleted in the group's writes (they are deleted
+/// oldest first, and a key inserted at or before the cursor resets it), so a scan from the
+/// start would only skip them. Without the cursor each entry re-walked all the deletions
+/// of the entries before it in its group.
 fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()> {
     let due = tx
-        .scan_prefix(codec::DEDUP_EXPIRY)
+        .scan_prefix_after(codec::DEDUP_EXPIRY, tx.pruned_upto.as_deref())
         .take(limit.unwrap_or(usize::MAX));
     for kv in due {
         let (k, _) = kv?;
@@ -560,8 +605,9 @@ fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()>
         if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms {
             break;
         }
-        tx.delete(k.to_vec());
+        tx.delete(k.clone());
         tx.delete(qkey);
+        tx.pruned_upto = Some(k);
     }
     Ok(())
 }

@@ -262,3 +262,68 @@ fn a_chunk_released_and_reused_in_one_group_keeps_its_file() {
     );
     check_invariants(&h.store);
 }
+
+/// Request ids pruned within one group (each entry deleting the oldest due ids, starting
+/// after what the entries before it deleted) give the same results and state as one entry
+/// at a time, also when a command's clock went back and its id sorts before the ids the
+/// group already pruned.
+#[test]
+fn pruning_request_ids_in_a_group_matches_one_by_one() {
+    let t0 = 1_700_000_000_000u64;
+    let rid = |seq: u64| {
+        Some(RequestId {
+            client_id: "c".into(),
+            seq,
+        })
+    };
+    let put = |seq: u64, time_ms: u64| Command {
+        request_id: rid(seq),
+        time_ms,
+        op: Op::PutRecord {
+            key: format!("k{}", seq % 7),
+            value: Bytes::from(vec![seq as u8; 3]),
+            expected_revision: None,
+        },
+    };
+    // 60 ids, 1 ms apart, applied one at a time on both replicas.
+    let early: Vec<Command> = (0..60).map(|s| put(s, t0 + s)).collect();
+    // Then, past their retention: a group of 30 commands, one of them from a clock 15 s
+    // behind (its id is due for pruning by the others' time, and sorts first).
+    let now = t0 + trove_types::limits::REQUEST_ID_RETENTION_MS + 100;
+    let late: Vec<Command> = (100..130)
+        .map(|s| {
+            let time = if s == 110 { t0 + 30 - 15_000 } else { now + s };
+            put(s, time)
+        })
+        .collect();
+    let a = Harness::new();
+    let b = Harness::new();
+    for (i, cmd) in early.iter().enumerate() {
+        let ra = a.store.apply(i as u64 + 1, Some(cmd), b"m").unwrap();
+        let rb = b.store.apply(i as u64 + 1, Some(cmd), b"m").unwrap();
+        assert_eq!(ra, rb);
+    }
+    let first = early.len() as u64 + 1;
+    let one_by_one: Vec<_> = late
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| a.store.apply(first + i as u64, Some(cmd), b"m").unwrap())
+        .collect();
+    let group: Vec<(u64, Option<&Command>)> = late
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| (first + i as u64, Some(cmd)))
+        .collect();
+    let grouped = b.store.apply_entries(&group, b"m").unwrap();
+    assert_eq!(one_by_one, grouped);
+    assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
+    let ids_left = |h: &Harness| {
+        h.store
+            .with_tree(|t| Ok(t.scan_prefix(codec::DEDUP_EXPIRY).count()))
+            .unwrap()
+    };
+    // Every early id and the one from the slow clock are gone (30 entries prune up to
+    // 4 each), the 29 others remain.
+    assert_eq!(ids_left(&a), 29);
+    assert_eq!(ids_left(&b), 29);
+}
