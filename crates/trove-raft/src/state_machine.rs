@@ -126,10 +126,6 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Largest apply group (in command payload bytes) applied on the state machine's own
-/// task rather than in the blocking pool; see `apply`.
-const INLINE_APPLY_BYTES: usize = 64 * 1024;
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -457,17 +453,6 @@ pub fn seed_restored_state(
     })
 }
 
-/// Whether applying `cmd` changes only the sled tree (never a chunk file).
-fn touches_only_sled(cmd: &Command) -> bool {
-    matches!(
-        cmd.op,
-        Op::PutRecord { .. }
-            | Op::DeleteRecord { .. }
-            | Op::CreateBucket { .. }
-            | Op::DeleteBucket { .. }
-    )
-}
-
 /// The bytes a command carries (what bounds an apply group's memory).
 fn payload_bytes(cmd: &Command) -> usize {
     match &cmd.op {
@@ -505,7 +490,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut group = Vec::new();
             let mut responders = Vec::new();
             let mut bytes = 0usize;
-            let mut sled_only = true;
             while group.len() < MAX_APPLY_GROUP_ENTRIES && bytes < MAX_APPLY_GROUP_BYTES {
                 let Some((entry, responder)) = entries.next().await.transpose()? else {
                     ended = true;
@@ -522,7 +506,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 bytes += cmd.as_ref().map_or(0, payload_bytes);
-                sled_only &= cmd.as_ref().is_none_or(touches_only_sled);
                 group.push((entry.log_id.index, cmd));
                 responders.push(responder);
             }
@@ -532,20 +515,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let meta_bytes = encode(&meta)?;
             let store = self.inner.store.clone();
             let guard = self.inner.apply_lock.lock().await;
-            let apply = move || -> io::Result<_> {
+            let results = blocking(move || {
                 let refs: Vec<(u64, Option<&Command>)> =
                     group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
                 Ok(store.apply_entries(&refs, &meta_bytes)?)
-            };
-            // A group of record and bucket commands is a short, in-memory sled batch
-            // (sled writes its files on its own threads): applied right here, it saves
-            // two thread hand-offs per group. A group that may touch chunk files
-            // (writes, fsyncs, removals) goes to the blocking pool.
-            let results = if sled_only && bytes <= INLINE_APPLY_BYTES {
-                apply()?
-            } else {
-                blocking(apply).await?
-            };
+            })
+            .await?;
             drop(guard);
             self.count_payload(bytes);
             for (responder, result) in responders.into_iter().zip(results) {
