@@ -359,7 +359,6 @@ fn node_report(
         .collect()
 }
 
-/// Writes what the read workloads read, and the bucket.
 /// Creates the benchmark's bucket unless it exists.
 async fn ensure_bucket(c: &Client) -> Result<()> {
     match c.create_bucket(BUCKET).await {
@@ -368,6 +367,7 @@ async fn ensure_bucket(c: &Client) -> Result<()> {
     }
 }
 
+/// Writes what the read workloads read, and the bucket.
 async fn prepare(d: &mut Driver, a: &BenchArgs, value: &Bytes, data: &Bytes) -> Result<()> {
     if matches!(a.workload, Workload::ObjectPut | Workload::ObjectGet) {
         ensure_bucket(d.trove()?).await?;

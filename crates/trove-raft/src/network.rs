@@ -91,8 +91,10 @@ impl Network {
 
     fn client(&self, target: u64, node: &TroveNode, lane: Lane) -> PeerClient {
         PeerClient {
-            me: self.me.clone(),
-            target,
+            stamp: Stamp {
+                me: self.me.clone(),
+                target,
+            },
             addr: node.peer_addr.clone(),
             channel: self.channel(&node.peer_addr, lane),
             unary_append: false,
@@ -158,8 +160,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// A client for one peer.
 pub struct PeerClient {
-    me: PeerIdentity,
-    target: u64,
+    stamp: Stamp,
     addr: String,
     channel: Result<Channel, String>,
     /// Send AppendEntries as unary calls, one at a time, rather than over a stream: for
@@ -191,12 +192,7 @@ fn from_status(addr: &str, st: tonic::Status) -> RpcErr {
 
 impl PeerClient {
     fn envelope<T: Serialize>(&self, v: &T) -> Result<Envelope, RpcErr> {
-        EnvelopeMaker {
-            me: self.me.clone(),
-            target: self.target,
-        }
-        .wrap(v)
-        .map_err(network)
+        self.stamp.wrap(v).map_err(network)
     }
 
     fn grpc(&self) -> Result<RaftPeerClient<Channel>, RpcErr> {
@@ -246,14 +242,11 @@ impl PeerClient {
         let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
         let unsendable: Arc<Mutex<Option<String>>> = Arc::default();
         let (sent, failed) = (pending.clone(), unsendable.clone());
-        let envelope = EnvelopeMaker {
-            me: self.me.clone(),
-            target: self.target,
-        };
+        let stamp = self.stamp.clone();
         // Requests go out as openraft produces them; an unencodable one ends the stream
         // (and is reported on the answer side once the earlier answers are in).
         let requests = input.scan((), move |_, rpc| {
-            let item = match envelope.wrap(&rpc) {
+            let item = match stamp.wrap(&rpc) {
                 Ok(env) => {
                     lock(&sent).push_back(Instant::now());
                     Some(env)
@@ -268,7 +261,7 @@ impl PeerClient {
         let answers = match self.grpc()?.stream_append(requests).await {
             Ok(r) => r.into_inner(),
             Err(st) if st.code() == tonic::Code::Unimplemented => {
-                tracing::info!(target = self.target, addr = %self.addr,
+                tracing::info!(target = self.stamp.target, addr = %self.addr,
                     "peer has no StreamAppend (older release): replicating with unary calls");
                 self.unary_append = true;
                 return Err(unreachable(format!(
@@ -297,17 +290,19 @@ impl PeerClient {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex whose data stays valid if a holder panicked.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Stamps outgoing requests with the cluster and both node ids.
-struct EnvelopeMaker {
+#[derive(Clone)]
+struct Stamp {
     me: PeerIdentity,
     target: u64,
 }
 
-impl EnvelopeMaker {
+impl Stamp {
     fn wrap<T: Serialize>(&self, v: &T) -> Result<Envelope, String> {
         Ok(Envelope {
             cluster_id: self.me.cluster_id.clone(),

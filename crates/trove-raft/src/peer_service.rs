@@ -20,7 +20,7 @@ use trove_proto::raft::{Envelope, Reply, SnapshotFrame, snapshot_frame};
 
 use crate::codec::{decode, encode};
 use crate::gate::{RecallReply, RecallRequest, VoteGate};
-use crate::network::PeerIdentity;
+use crate::network::{PeerIdentity, lock};
 use crate::types::{Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, Vote, VoteRequest};
 
 /// Handles a node's announcement of its addresses (implemented by the server, which
@@ -157,7 +157,7 @@ impl RaftPeer for PeerService {
                     Ok(Some(env)) => match open(&me, &env) {
                         Ok(rpc) => Some((rpc, incoming)),
                         Err(st) => {
-                            *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
+                            *lock(&refusal) = Some(st);
                             None
                         }
                     },
@@ -170,10 +170,8 @@ impl RaftPeer for PeerService {
             .raft
             .stream_append(requests)
             .map(|r| encode_reply(r.map_err(|fatal| fatal.to_string())));
-        let refusal = futures::stream::once(async move {
-            refused.lock().unwrap_or_else(|e| e.into_inner()).take()
-        })
-        .filter_map(|st| futures::future::ready(st.map(Err)));
+        let refusal = futures::stream::once(async move { lock(&refused).take() })
+            .filter_map(|st| futures::future::ready(st.map(Err)));
         Ok(Response::new(Box::pin(answers.chain(refusal))))
     }
 

@@ -564,7 +564,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let rm = RaftMeta {
                 last_applied: meta2.last_log_id,
                 membership: meta2.last_membership.clone(),
-                max_node_id: max_id(&meta2.last_membership, prev_max.max(snapshot_max_id)),
+                // `snapshot_max_id` counts the snapshot's membership already.
+                max_node_id: prev_max.max(snapshot_max_id),
             };
             inner.store.apply(
                 meta2.last_log_id.map(|l| l.index).unwrap_or(0),
