@@ -12,6 +12,7 @@
 //! - `save_committed` is written without fsync (it is only an optimisation); a lost or
 //!   stale value is harmless, and `read_committed` ignores a value the log cannot back.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -25,7 +26,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::{Deserialize, Serialize};
 use trove_storage::log::{LogOptions, SegmentLog};
 use trove_storage::meta::MetaFile;
-use trove_types::limits::MAX_APPEND_BATCH_BYTES;
+use trove_types::limits::{MAX_APPEND_BATCH_BYTES, RECENT_LOG_ENTRY_BYTES};
 
 use crate::codec::{check_version, decode, encode};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
@@ -59,9 +60,92 @@ struct Shared {
     meta: Mutex<MetaState>,
     /// Last log id appended (or the purge point when the log is empty).
     last_log_id: Mutex<Option<LogId>>,
+    /// The newest appended entries, always a suffix of the log (see [`Recent`]).
+    recent: Mutex<Recent>,
     /// Test-only fault injection (the `failpoints` feature).
     #[cfg(feature = "failpoints")]
     failpoints: crate::failpoints::Failpoints,
+}
+
+/// The most recently appended entries, in index order and contiguous, at most
+/// [`RECENT_LOG_ENTRY_BYTES`] of their encoding (always at least the last entry). It is
+/// a suffix of the log at all times: entries are added after they are written, removed
+/// before a truncation or purge removes them from the file. Replication reads an entry
+/// just after its append and apply just after its commit; serving those from here saves
+/// reading, checking and decoding each one again (a chunk entry is 1 MiB).
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, entry: Entry, encoded_len: usize) {
+        if self
+            .entries
+            .back()
+            .is_some_and(|(last, _)| last.log_id.index + 1 != entry.log_id.index)
+        {
+            // Not contiguous (cannot happen: the log refuses such an append); start over
+            // rather than serve a gap.
+            self.clear();
+        }
+        self.bytes += encoded_len;
+        self.entries.push_back((entry, encoded_len));
+        while self.bytes > RECENT_LOG_ENTRY_BYTES && self.entries.len() > 1 {
+            if let Some((_, len)) = self.entries.pop_front() {
+                self.bytes -= len;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops every entry after `index` (`None`: all).
+    fn truncate_after(&mut self, index: Option<u64>) {
+        while let Some((e, len)) = self.entries.back() {
+            if index.is_some_and(|i| e.log_id.index <= i) {
+                break;
+            }
+            self.bytes -= len;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops every entry up to and including `index`.
+    fn purge_upto(&mut self, index: u64) {
+        while let Some((e, len)) = self.entries.front() {
+            if e.log_id.index > index {
+                break;
+            }
+            self.bytes -= len;
+            self.entries.pop_front();
+        }
+    }
+
+    /// Entries `[start, end)` capped like [`SegmentLog::read_range`] (at least one), if
+    /// `start` is held here; `None` sends the reader to the file.
+    fn read(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let skip = usize::try_from(start.checked_sub(first)?).ok()?;
+        if skip >= self.entries.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for (e, len) in self.entries.iter().skip(skip) {
+            if e.log_id.index >= end || (!out.is_empty() && total.saturating_add(*len) > max_bytes)
+            {
+                break;
+            }
+            total += len;
+            out.push(e.clone());
+        }
+        Some(out)
+    }
 }
 
 /// A flush request: fire `callback` once everything appended before it is durable.
@@ -195,6 +279,7 @@ impl LogStore {
                 committed_written: None,
             }),
             last_log_id: Mutex::new(last_log_id),
+            recent: Mutex::new(Recent::default()),
             #[cfg(feature = "failpoints")]
             failpoints,
         });
@@ -376,6 +461,15 @@ impl LogReader {
         if start >= end {
             return Ok(Vec::new());
         }
+        if let Some(hit) = self
+            .shared
+            .recent
+            .lock()
+            .map_err(io_err)?
+            .read(start, end, max_bytes)
+        {
+            return Ok(hit);
+        }
         let recs = self.shared.log.read_range(start, end, max_bytes)?;
         recs.into_iter()
             .map(|(idx, b)| {
@@ -522,11 +616,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut last = None;
         let mut recs = Vec::new();
+        let mut appended = Vec::new();
         for e in entries {
             last = Some(e.log_id);
-            recs.push((e.log_id.index, bytes::Bytes::from(encode(&e)?)));
+            let encoded = encode(&e)?;
+            appended.push((e.clone(), encoded.len()));
+            recs.push((e.log_id.index, bytes::Bytes::from(encoded)));
         }
         self.shared.log.append(recs)?;
+        {
+            let mut recent = self.shared.recent.lock().map_err(io_err)?;
+            for (e, len) in appended {
+                recent.push(e, len);
+            }
+        }
         if let Some(l) = last {
             *self.shared.last_log_id.lock().map_err(io_err)? = Some(l);
         }
@@ -537,6 +640,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        self.shared
+            .recent
+            .lock()
+            .map_err(io_err)?
+            .truncate_after(last_log_id.map(|l| l.index));
         self.shared
             .log
             .truncate_after(last_log_id.map(|l| l.index))?;
@@ -554,6 +662,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point durably first, then delete: never a hole.
         self.write_meta(|r| r.last_purged = Some(log_id), true)?;
+        self.shared
+            .recent
+            .lock()
+            .map_err(io_err)?
+            .purge_upto(log_id.index);
         self.shared.log.purge_upto(log_id.index)?;
         let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
         if last.is_none_or(|l| l.index < log_id.index) {

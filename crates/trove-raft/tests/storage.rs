@@ -317,3 +317,164 @@ fn snapshot_meta_without_the_id_decodes() {
     let read_by_old: trove_raft::types::SnapshotMeta = trove_raft::codec::decode(&new).unwrap();
     assert_eq!(read_by_old, meta);
 }
+
+/// A chunk entry whose `hash` field marks which append wrote it (the log does not check
+/// it) and whose data has `len` bytes.
+fn chunk_entry(term: u64, index: u64, generation: u8, len: usize) -> Entry {
+    let mut hash = [0u8; 32];
+    hash[0] = generation;
+    hash[1..9].copy_from_slice(&index.to_le_bytes());
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Command {
+            request_id: None,
+            time_ms: 1,
+            op: Op::PutChunk {
+                upload_id: 7,
+                hash,
+                data: bytes::Bytes::from(vec![generation; len]),
+            },
+        }),
+    }
+}
+
+/// What identifies a chunk entry written by [`chunk_entry`].
+fn chunk_mark(e: &Entry) -> (LogId, [u8; 32], usize) {
+    match &e.payload {
+        EntryPayload::Normal(Command {
+            op: Op::PutChunk { hash, data, .. },
+            ..
+        }) => (e.log_id, *hash, data.len()),
+        other => panic!("not a chunk entry: {other:?}"),
+    }
+}
+
+/// A small deterministic generator (xorshift), so a failure replays.
+struct Roll(u64);
+
+impl Roll {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+type Model = std::collections::BTreeMap<u64, (LogId, [u8; 32], usize)>;
+
+/// Random ranges read through openraft's reader API match `model`, capped reads
+/// included.
+async fn check_reads(log: &mut LogStore, model: &Model, roll: &mut Roll) {
+    let mut reader = log.get_log_reader().await;
+    let lo = model.keys().next().copied().unwrap_or(0);
+    let hi = model.keys().last().map(|k| k + 1).unwrap_or(0);
+    for _ in 0..12 {
+        let start = lo.saturating_sub(1) + roll.below(hi - lo + 3);
+        let end = start + 1 + roll.below(30);
+        let got: Vec<_> = reader
+            .try_get_log_entries(start..end)
+            .await
+            .unwrap()
+            .iter()
+            .map(chunk_mark)
+            .collect();
+        let want: Vec<_> = model.range(start..end).map(|(_, m)| *m).collect();
+        assert_eq!(got, want, "entries {start}..{end}");
+        let capped: Vec<_> = reader
+            .limited_get_log_entries(start, end)
+            .await
+            .unwrap()
+            .iter()
+            .map(chunk_mark)
+            .collect();
+        assert!(
+            capped.len() <= want.len() && capped[..] == want[..capped.len()],
+            "a capped read of {start}..{end} is a prefix of the entries"
+        );
+        assert!(
+            want.is_empty() || !capped.is_empty(),
+            "a capped read of {start}..{end} returns at least one entry"
+        );
+        let bytes: usize = capped.iter().map(|m| m.2).sum();
+        assert!(
+            capped.len() <= 1 || bytes <= trove_types::limits::MAX_APPEND_BATCH_BYTES,
+            "a capped read of {start}..{end} holds {bytes} bytes of chunk data"
+        );
+    }
+}
+
+/// The newest entries are read from memory, not the file: reads must match the log
+/// exactly through appends beyond what memory keeps, truncations (a new leader's
+/// entries replacing the old ones at the same indexes) and purges, for any range and
+/// with the byte cap of an AppendEntries batch. Checked against a model, and then
+/// against the file alone after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_reads_match_the_log_through_truncations_and_purges() {
+    let td = TempDir::new().unwrap();
+    let dir = td.path().join("raft");
+    let mut log = LogStore::open(&dir).unwrap();
+    let mut model = Model::new();
+    let (mut truncated, mut purged) = (0, 0);
+    let mut next = 0u64;
+    // Every third entry is 1.5 MiB, so memory (16 MiB) holds only part of the log and
+    // capped reads cross between large and small entries.
+    let size = |i: u64| {
+        if i.is_multiple_of(3) {
+            1536 * 1024
+        } else {
+            100 + (i % 7) as usize
+        }
+    };
+    let mut roll = Roll(0x2545_f491_4f6c_dd1d);
+    for step in 0..80u8 {
+        match roll.below(10) {
+            // Truncate: a new leader's entries replace the tail.
+            0 if !model.is_empty() => {
+                let first = *model.keys().next().unwrap();
+                let cut = first + roll.below(model.len() as u64);
+                log.truncate_after(Some(model[&cut].0)).await.unwrap();
+                model.retain(|&i, _| i <= cut);
+                next = cut + 1;
+                truncated += 1;
+            }
+            // Purge a prefix.
+            1 if model.len() > 4 => {
+                let first = *model.keys().next().unwrap();
+                let upto = first + roll.below(model.len() as u64 / 2);
+                log.purge(model[&upto].0).await.unwrap();
+                model.retain(|&i, _| i > upto);
+                purged += 1;
+            }
+            _ => {
+                let n = 1 + roll.below(6);
+                let term = 1 + u64::from(step) / 8;
+                let batch: Vec<Entry> = (next..next + n)
+                    .map(|i| chunk_entry(term, i, step, size(i)))
+                    .collect();
+                for e in &batch {
+                    model.insert(e.log_id.index, chunk_mark(e));
+                }
+                append_durably(&mut log, batch).await;
+                next += n;
+            }
+        }
+        check_reads(&mut log, &model, &mut roll).await;
+    }
+    assert!(
+        truncated > 2 && purged > 2 && next > 60,
+        "the run appended ({next}), truncated ({truncated}) and purged ({purged})"
+    );
+    drop(log);
+    // The file alone (nothing is in memory after a reopen) holds the same entries.
+    let mut log = LogStore::open(&dir).unwrap();
+    let mut reader = log.get_log_reader().await;
+    let all: Vec<_> = reader
+        .try_get_log_entries(0..next + 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(chunk_mark)
+        .collect();
+    assert_eq!(all, model.values().copied().collect::<Vec<_>>());
+}

@@ -114,6 +114,24 @@ struct Segment {
     len: AtomicU64,
 }
 
+/// Asks the kernel to drop the page cache of a segment's first `len` bytes, which are
+/// durable (clean). The log is written once and read back rarely (the raft layer keeps
+/// the newest entries in memory): left cached, every appended byte takes a fresh page
+/// and pushes out pages worth keeping (chunk files being read, the state store), and
+/// copying into fresh pages was the largest cost of writing chunk entries. Advice only:
+/// a failure changes nothing but the cache.
+fn drop_cached_pages(seg: &Segment, len: u64) {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    if let Err(e) = nix::fcntl::posix_fadvise(
+        &seg.file,
+        0,
+        len,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    ) {
+        tracing::debug!(path = %seg.path.display(), error = %e, "posix_fadvise(DONTNEED) failed");
+    }
+}
+
 /// Where a record lives inside its segment. The segment is found by index.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
@@ -443,6 +461,7 @@ impl SegmentLog {
             prev.file
                 .sync_data()
                 .map_err(|e| StorageError::io(&prev.path, e))?;
+            drop_cached_pages(prev, prev.len.load(Ordering::Relaxed));
             w.unsynced.retain(|s| !Arc::ptr_eq(s, prev));
         }
         let path = self.dir.join(segment_file_name(first_index));
@@ -486,11 +505,13 @@ impl SegmentLog {
             (std::mem::take(&mut w.unsynced), self.last_index())
         };
         for seg in segments {
+            let synced_len = seg.len.load(Ordering::Relaxed);
             let result = seg
                 .file
                 .sync_data()
                 .map_err(|e| StorageError::io(&seg.path, e));
             self.fail_on_err(result)?;
+            drop_cached_pages(&seg, synced_len);
         }
         Ok(last)
     }
