@@ -112,6 +112,8 @@ struct Segment {
     file: File,
     /// Bytes of header plus records. Only changed under the writer lock.
     len: AtomicU64,
+    /// The page cache of the file's bytes below this was dropped (`drop_cached_pages`).
+    uncached_upto: AtomicU64,
 }
 
 /// Asks the kernel to drop the page cache of a segment's first `len` bytes, which are
@@ -121,16 +123,32 @@ struct Segment {
 /// copying into fresh pages was the largest cost of writing chunk entries. Advice only:
 /// a failure changes nothing but the cache.
 fn drop_cached_pages(seg: &Segment, len: u64) {
-    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    // Not the page the next append writes into: dropped, it would be read back from the
+    // disk first. 64 KiB covers every page size. And only once a good stretch is synced:
+    // small records sync many times a second, a system call each time is not free.
+    let upto = len & !(KEEP_CACHED_TAIL_BYTES - 1);
+    let from = seg.uncached_upto.load(Ordering::Relaxed);
+    if upto < from.saturating_add(DROP_CACHED_EVERY_BYTES) {
+        return;
+    }
+    seg.uncached_upto.store(upto, Ordering::Relaxed);
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(upto - from)) else {
+        return;
+    };
     if let Err(e) = nix::fcntl::posix_fadvise(
         &seg.file,
-        0,
+        offset,
         len,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     ) {
         tracing::debug!(path = %seg.path.display(), error = %e, "posix_fadvise(DONTNEED) failed");
     }
 }
+
+/// `drop_cached_pages` keeps the segment's last (partial) block of this size cached.
+const KEEP_CACHED_TAIL_BYTES: u64 = 64 * 1024;
+/// `drop_cached_pages` acts once at least this much more of a segment is synced.
+const DROP_CACHED_EVERY_BYTES: u64 = 1024 * 1024;
 
 /// Where a record lives inside its segment. The segment is found by index.
 #[derive(Debug, Clone, Copy)]
@@ -333,6 +351,7 @@ impl SegmentLog {
                 path: seg.path,
                 file: seg.file,
                 len: AtomicU64::new(seg.valid_len),
+                uncached_upto: AtomicU64::new(0),
             });
             index.segments.insert(segment.first_index, segment);
         }
@@ -483,6 +502,7 @@ impl SegmentLog {
             path,
             file,
             len: AtomicU64::new(SEGMENT_HEADER_BYTES),
+            uncached_upto: AtomicU64::new(0),
         });
         self.write_index()
             .segments
