@@ -107,6 +107,7 @@ async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), Serve
                 ),
             });
         }
+        identity::make_durable(&cfg.data_dir)?;
         let start = if id.initial_cluster.is_empty() {
             Start::Restart
         } else {

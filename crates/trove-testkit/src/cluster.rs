@@ -502,9 +502,13 @@ impl ProcessCluster {
         self.require_down(id, "its volume can be wiped")?;
         let dir = self.data_dir(id)?;
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TestkitError::io(format!("remove {}", dir.display()), e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(TestkitError::io(format!("remove {}", dir.display()), e)),
+        }
+        match dir.parent() {
+            Some(parent) => sync_filesystem(parent),
+            None => Ok(()),
         }
     }
 
@@ -634,7 +638,12 @@ impl ProcessCluster {
     pub fn roll_back(&mut self, id: u64, copy: &Path) -> Result<()> {
         self.wipe(id)?;
         let dir = self.data_dir(id)?;
-        copy_tree(copy, &dir)
+        copy_tree(copy, &dir)?;
+        // The restored volume is on disk before the node starts, as after restoring a
+        // volume snapshot: a later power cut must not take the restore itself back (it
+        // did: a node whose copied identity file had not reached the disk came back from
+        // a power cut with a 0-byte file).
+        sync_filesystem(&dir)
     }
 
     /// Starts a brand-new node `id` that joins through `via`'s client address.
@@ -785,6 +794,13 @@ fn no_node(id: u64) -> TestkitError {
         id,
         message: "unknown to the harness".into(),
     }
+}
+
+/// Flushes the whole filesystem holding `path` (syncfs).
+fn sync_filesystem(path: &Path) -> Result<()> {
+    let io = |e| TestkitError::io(format!("sync the filesystem of {}", path.display()), e);
+    let dir = std::fs::File::open(path).map_err(io)?;
+    nix::unistd::syncfs(&dir).map_err(|e| io(std::io::Error::from(e)))
 }
 
 /// Copies the directory tree `from` to `to` (which must not exist).
