@@ -93,17 +93,16 @@ pub fn load(dir: &Path) -> Result<Option<Identity>, ServerError> {
 /// (seen in the chaos test's roll-back fault: the identity came back from a power cut
 /// as a 0-byte file and the node could not start).
 pub fn make_durable(dir: &Path) -> Result<(), ServerError> {
-    let io = |e: std::io::Error| dir_err(dir, format!("identity file: {e}"));
+    use trove_storage::fsutil::{parent_dir, sync_dir};
     std::fs::File::open(dir.join("identity"))
         .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    trove_storage::fsutil::sync_dir(dir).map_err(|e| dir_err(dir, e.to_string()))?;
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => {
-            trove_storage::fsutil::sync_dir(parent).map_err(|e| dir_err(dir, e.to_string()))
-        }
-        None => Ok(()),
-    }
+        .map_err(|e| dir_err(dir, format!("identity file: {e}")))?;
+    // The identity's name in the directory, then the directory's name in its parent
+    // (`.` for a bare relative path).
+    std::iter::once(dir)
+        .chain(parent_dir(dir))
+        .try_for_each(sync_dir)
+        .map_err(|e| dir_err(dir, e.to_string()))
 }
 
 /// Creates the directory and writes its identity durably.

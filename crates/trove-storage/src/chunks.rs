@@ -143,15 +143,8 @@ impl ChunkStore {
         let tmp = self.tmp_path(hash);
         let written = match write_direct(&tmp, data) {
             Ok(true) => Ok(()),
-            // The filesystem refused direct IO: remove what was started and write through
-            // the page cache instead.
-            Ok(false) => fs::remove_file(&tmp)
-                .or_else(|e| match e.kind() {
-                    ErrorKind::NotFound => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(|e| StorageError::io(&tmp, e))
-                .and_then(|()| write_buffered(&tmp, data)),
+            // The filesystem refused direct IO: write through the page cache instead.
+            Ok(false) => write_buffered(&tmp, data),
             Err(e) => Err(e),
         };
         if let Err(e) = written {
@@ -438,11 +431,17 @@ thread_local! {
 /// cluster on one machine, 16% of all CPU), and a direct write of 1 MiB with a sync
 /// reaches several times the disk bandwidth of a buffered one.
 /// The last partial block is written padded with zeros and the file then cut to its
-/// length. Returns `Ok(false)`, leaving a file to remove, where the filesystem does not
-/// support direct IO (tmpfs, some network filesystems: `EINVAL`).
+/// length. Returns `Ok(false)`, with no file left at `path`, where the filesystem does
+/// not support direct IO (`EINVAL`: some network and FUSE filesystems).
 fn write_direct(path: &Path, data: &[u8]) -> Result<bool> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e| StorageError::io(path, e);
+    // Some filesystems refuse `O_DIRECT` at open, after creating the file.
+    let refused = || match fs::remove_file(path) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(e)),
+    };
     let mut f = match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -450,7 +449,7 @@ fn write_direct(path: &Path, data: &[u8]) -> Result<bool> {
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(EINVAL) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(EINVAL) => return refused(),
         Err(e) => return Err(io(e)),
     };
     let padded = data.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
@@ -468,7 +467,10 @@ fn write_direct(path: &Path, data: &[u8]) -> Result<bool> {
     });
     match written {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINVAL) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(EINVAL) => {
+            drop(f);
+            return refused();
+        }
         Err(e) => return Err(io(e)),
     }
     if padded != data.len() {
