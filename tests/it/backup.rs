@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use trove_client::{Client, Consistency, TroveError};
+use trove_types::Sha256;
 
 use crate::acked::Acked;
 use crate::data::{DataGen, test_seed};

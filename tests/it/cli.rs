@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 
 use crate::harness::{Cluster, deadline, trove_bin};
 

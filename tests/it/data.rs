@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use trove_types::Sha256;
 
 /// Bytes per independently seeded block.
 const BLOCK: u64 = 64 * 1024;
@@ -82,7 +82,7 @@ impl DataGen {
             h.update(&block[..n]);
             off += n as u64;
         }
-        h.finalize().into()
+        h.finalize()
     }
 
     /// A reader that yields the content in order.
@@ -142,7 +142,7 @@ impl HashSink {
 
     /// SHA-256 of everything written so far.
     pub fn digest(&self) -> [u8; 32] {
-        self.hasher.clone().finalize().into()
+        self.hasher.clone().finalize()
     }
 }
 
@@ -178,7 +178,7 @@ mod tests {
             g.slice(BLOCK - 5, 2 * BLOCK + 9),
             all[(BLOCK - 5) as usize..(2 * BLOCK + 9) as usize]
         );
-        let whole: [u8; 32] = Sha256::digest(&all).into();
+        let whole: [u8; 32] = Sha256::digest(&all);
         assert_eq!(g.sha256(), whole);
         assert_ne!(DataGen::new(8, 100).bytes(), DataGen::new(7, 100).bytes());
     }

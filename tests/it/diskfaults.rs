@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use trove_client::{Client, ClientConfig, Consistency};
+use trove_types::Sha256;
 use trove_types::TroveError;
 
 use crate::data::{DataGen, test_seed};
@@ -400,7 +400,7 @@ impl Load {
                     let key = format!("blob/{i:04}");
                     let src = DataGen::new(seed ^ (i + 1), blob_size(seed, i));
                     let data = Bytes::from(src.bytes());
-                    let sha: [u8; 32] = Sha256::digest(&data).into();
+                    let sha: [u8; 32] = Sha256::digest(&data);
                     match client.put_object_bytes(BUCKET, &key, data).await {
                         Ok(info) => {
                             assert_eq!(info.sha256, sha, "{key}: server's SHA-256");
@@ -493,7 +493,7 @@ async fn object_sha(
         n += chunk.len() as u64;
         h.update(&chunk);
     }
-    Ok((n, h.finalize().into()))
+    Ok((n, h.finalize()))
 }
 
 /// Every acknowledged write is readable linearizably through the cluster, and from the
@@ -699,7 +699,7 @@ async fn put_while_leader_full(c: &Client, seed: u64, attempt: u64) -> Option<Ac
     let key = &format!("full-leader/{attempt}");
     let src = DataGen::new(seed ^ 0xF011 ^ attempt, 6 * 1024 * 1024 + 17);
     let data = Bytes::from(src.bytes());
-    let sha: [u8; 32] = Sha256::digest(&data).into();
+    let sha: [u8; 32] = Sha256::digest(&data);
     let res = c.put_object_bytes(BUCKET, key, data).await;
     let out = match res {
         Ok(info) => {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use trove_client::{Consistency, TroveError};
+use trove_types::Sha256;
 
 use crate::acked::{Acked, verify_acked};
 use crate::cli::trove;

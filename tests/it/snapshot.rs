@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use trove_client::Consistency;
+use trove_types::Sha256;
 
 use crate::data::test_seed;
 use crate::harness::{Cluster, deadline, poll_until};

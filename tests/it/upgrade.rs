@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use trove_client::{Client, Consistency};
+use trove_types::Sha256;
 
 use crate::acked::{Acked, verify_acked};
 use crate::backup::run_trove;

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
-use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use trove_proto::v1::objects_client::ObjectsClient;
 use trove_proto::v1::put_object_request::Part;
 use trove_proto::v1::records_client::RecordsClient;
 use trove_proto::v1::*;
+use trove_types::Sha256;
 
 use crate::data::{DataGen, test_seed};
 use crate::harness::{Cluster, deadline, poll_until};
@@ -82,7 +82,7 @@ fn upload_msgs(
     sha: Option<&[u8]>,
     request_id: Option<RequestId>,
 ) -> Vec<PutObjectRequest> {
-    let real: [u8; 32] = Sha256::digest(body).into();
+    let real: [u8; 32] = Sha256::digest(body);
     let mut msgs = vec![header(bucket, key, Some(body.len() as u64), request_id)];
     let mut off = 0;
     while off < body.len() {
@@ -218,7 +218,7 @@ async fn failed_uploads_leave_no_object_and_no_chunks() {
 
         // 1. Checksum mismatch: refused with INVALID_ARGUMENT; nothing visible; chunks collected.
         let b1 = body(1, 3 * MIB + 17);
-        let wrong: [u8; 32] = Sha256::digest(b"something else").into();
+        let wrong: [u8; 32] = Sha256::digest(b"something else");
         let st = expect_code(
             put_stream(
                 &ch,
@@ -281,7 +281,7 @@ async fn failed_uploads_leave_no_object_and_no_chunks() {
             "no header",
         );
         let b6 = body(6, MIB + 1);
-        let sha6: [u8; 32] = Sha256::digest(&b6).into();
+        let sha6: [u8; 32] = Sha256::digest(&b6);
         let msgs = vec![
             header(bucket, "fat-message", None, None),
             data_msg(b6.clone()),

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 use trove_client::{Client, ClientConfig, ClusterStatus, Consistency, TroveError};
+use trove_types::Sha256;
 
 use crate::args::{DevArgs, GlobalArgs};
 use crate::output::human_bytes;
@@ -319,7 +319,7 @@ async fn demo(client: &Client) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     let data = demo_bytes(DEMO_OBJECT_BYTES);
-    let digest: [u8; 32] = Sha256::digest(&data).into();
+    let digest: [u8; 32] = Sha256::digest(&data);
     let t = Instant::now();
     let info = client
         .put_object_bytes("demo", "sample.bin", data.into())
@@ -337,7 +337,7 @@ async fn demo(client: &Client) -> Result<()> {
     );
     let t = Instant::now();
     let (_, back) = client.get_object_bytes("demo", "sample.bin").await?;
-    let back_digest: [u8; 32] = Sha256::digest(&back).into();
+    let back_digest: [u8; 32] = Sha256::digest(&back);
     ensure!(back_digest == digest, "the demo object came back different");
     println!(
         "  object get demo/sample.bin  -> {} bytes, sha256 verified, {} ms",

@@ -11,12 +11,12 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use trove_proto::v1 as pb;
 use trove_proto::v1::put_object_request::Part;
+use trove_types::Sha256;
 use trove_types::TroveError;
 use trove_types::limits::{CHUNK_SIZE_BYTES, MAX_OBJECT_SIZE_BYTES};
 use trove_types::validate;

@@ -3,12 +3,12 @@
 //! object, and resumes from the last byte received when a stream breaks.
 
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use trove_proto::v1 as pb;
 use trove_proto::v1::get_object_response::Part;
+use trove_types::Sha256;
 use trove_types::{TroveError, validate};
 
 use crate::retry::{Idempotency, map_status};
@@ -241,7 +241,7 @@ impl ObjectReader {
     fn finish(&mut self) -> Result<()> {
         self.done = true;
         if let Some(h) = self.hasher.take() {
-            let got: [u8; 32] = h.finalize().into();
+            let got: [u8; 32] = h.finalize();
             if got != self.info.sha256 {
                 return Err(TroveError::DataLoss(format!(
                     "{}/{}: the received bytes have SHA-256 {} but the object's is {}",

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,6 +21,7 @@ use trove_proto::v1::cluster_server::{Cluster, ClusterServer};
 use trove_proto::v1::objects_server::{Objects, ObjectsServer};
 use trove_proto::v1::records_server::{Records, RecordsServer};
 use trove_types::LeaderHint;
+use trove_types::Sha256;
 
 /// What the nodes of one test saw, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 use std::io::{ErrorKind, Read};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 use trove_types::limits::{BACKUP_PIECE_BYTES, MAX_BACKUP_RECORD_BYTES, MAX_CLIENT_MESSAGE_BYTES};
 
 use crate::v1::backup_message::Part;
@@ -280,7 +280,7 @@ impl BackupChecker {
             return Err(corrupt(format!("{}: CRC32C mismatch", f.name)));
         }
         if let Some((want, h)) = f.chunk {
-            let got: [u8; 32] = h.finalize().into();
+            let got: [u8; 32] = h.finalize();
             if got != want {
                 return Err(corrupt(format!(
                     "{}: the bytes hash to {}",
@@ -313,7 +313,7 @@ impl BackupChecker {
                 t.files, t.total_bytes, self.files, self.bytes, h.files, h.total_bytes
             )));
         }
-        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let digest: [u8; 32] = self.hasher.clone().finalize();
         if t.sha256.as_ref() != digest {
             return Err(corrupt(
                 "the SHA-256 over the stream does not match its trailer",

@@ -18,7 +18,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -27,6 +26,7 @@ use trove_proto::v1::backup_message::Part;
 use trove_proto::v1::{BackupFile, BackupFileEnd, BackupHeader, BackupMessage, BackupTrailer};
 use trove_raft::BackupExport;
 use trove_storage::StorageError;
+use trove_types::Sha256;
 use trove_types::limits::{BACKUP_PIECE_BYTES, BACKUP_QUEUE_MESSAGES};
 use trove_types::{Sha256Digest, TroveError};
 
@@ -235,7 +235,7 @@ impl Sender {
                 self.files, self.bytes
             ))));
         }
-        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let digest: [u8; 32] = self.hasher.clone().finalize();
         self.send(Part::Trailer(BackupTrailer {
             files: self.files,
             total_bytes: self.bytes,

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 
 /// Raft timing and snapshot tuning. The defaults suit a loaded 2-core machine: CPU
 /// starvation must not look like a failed leader.

@@ -11,15 +11,24 @@
 //!
 //! A chunk file is never modified in place: it is written under a temp name, fsynced,
 //! renamed, and its directory fsynced. That is what makes hard links (snapshots) safe.
+//!
+//! [`ChunkStore::put`] checks that the bytes hash to their name before writing them. The
+//! one exception is a buffer this process named itself with [`ChunkStore::name_chunk`]:
+//! the leader names each chunk as it arrives and then applies the very same buffer (the
+//! log hands apply the entry it was given, not a copy). The store keeps a reference to
+//! each buffer it named until it is put, so the memory cannot be freed and reused: the
+//! same address and length is the same bytes, and hashing them again would only repeat
+//! the answer. A copy (a follower's entry decoded from the network, an entry read back
+//! from the log file) is always hashed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 use trove_types::Sha256Digest;
 
 use crate::error::{Result, StorageError};
@@ -34,6 +43,7 @@ const QUARANTINE_DIR: &str = "quarantine";
 /// Largest file [`ChunkStore::adopt`] accepts: chunks are bounded by the client message
 /// limit, so anything larger is not a chunk, and reading it whole could exhaust memory.
 const MAX_CHUNK_FILE_BYTES: u64 = trove_types::limits::MAX_CLIENT_MESSAGE_BYTES as u64;
+use trove_types::limits::NAMED_CHUNKS_KEPT;
 
 /// A directory of content-addressed chunk files. Cheap to clone; all clones share state.
 #[derive(Clone)]
@@ -49,11 +59,17 @@ struct Inner {
     /// repair (a fresh `put`) can never be moved into quarantine by a reader that saw the
     /// old, corrupt file.
     rename_lock: Mutex<()>,
+    /// Buffers named by [`ChunkStore::name_chunk`] and not yet put, newest last; at most
+    /// [`NAMED_CHUNKS_KEPT`].
+    named: Mutex<VecDeque<(Sha256Digest, Bytes)>>,
+    /// How many `put`s hashed their data (tests check the shortcut is taken).
+    #[cfg(test)]
+    hashed_by_put: std::sync::atomic::AtomicU64,
 }
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> Sha256Digest {
-    Sha256::digest(data).into()
+    Sha256::digest(data)
 }
 
 /// Parses a 64-character lowercase hex chunk name.
@@ -91,6 +107,9 @@ impl ChunkStore {
             tmp_dir: dir.join(TMP_DIR),
             quarantine_dir: dir.join(QUARANTINE_DIR),
             rename_lock: Mutex::new(()),
+            named: Mutex::new(VecDeque::new()),
+            #[cfg(test)]
+            hashed_by_put: Default::default(),
         };
         create_dir_durable(&inner.tmp_dir)?;
         create_dir_durable(&inner.quarantine_dir)?;
@@ -127,14 +146,20 @@ impl ChunkStore {
     /// not hash to `hash`. A file already present with the right length is kept (a corrupt
     /// one is caught and quarantined by [`ChunkStore::get`], after which `put` rewrites it).
     pub fn put(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
-        let actual = sha256(data);
-        if &actual != hash {
-            return Err(StorageError::ChecksumMismatch(format!(
-                "chunk {}: its {} bytes hash to {}",
-                hex::encode(hash),
-                data.len(),
-                hex::encode(actual)
-            )));
+        if !self.take_named(hash, data) {
+            #[cfg(test)]
+            self.inner
+                .hashed_by_put
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let actual = sha256(data);
+            if &actual != hash {
+                return Err(StorageError::ChecksumMismatch(format!(
+                    "chunk {}: its {} bytes hash to {}",
+                    hex::encode(hash),
+                    data.len(),
+                    hex::encode(actual)
+                )));
+            }
         }
         let path = self.path_of(hash);
         if file_len(&path)? == Some(data.len() as u64) {
@@ -152,6 +177,31 @@ impl ChunkStore {
             return Err(e);
         }
         self.install_tmp(&tmp, &path)
+    }
+
+    /// The SHA-256 of `data`, remembered with the buffer itself so that a [`ChunkStore::put`]
+    /// of this very buffer (same address and length, not a copy) soon after does not hash
+    /// it again. Keeps at most [`NAMED_CHUNKS_KEPT`] buffers (the oldest is forgotten, and
+    /// then simply hashed again by its `put`).
+    pub fn name_chunk(&self, data: &Bytes) -> Sha256Digest {
+        let hash = sha256(data);
+        let mut named = self.inner.named.lock().unwrap_or_else(|p| p.into_inner());
+        if named.len() >= NAMED_CHUNKS_KEPT {
+            named.pop_front();
+        }
+        named.push_back((hash, data.clone()));
+        hash
+    }
+
+    /// Whether `data` is a buffer named `hash` by [`ChunkStore::name_chunk`] (forgetting it
+    /// if so). Comparing addresses is sound because the store holds a reference to each
+    /// named buffer: its memory stays allocated and, being a `Bytes`, unchanged.
+    fn take_named(&self, hash: &Sha256Digest, data: &[u8]) -> bool {
+        let mut named = self.inner.named.lock().unwrap_or_else(|p| p.into_inner());
+        let found = named.iter().position(|(h, b)| {
+            h == hash && std::ptr::eq(b.as_ptr(), data.as_ptr()) && b.len() == data.len()
+        });
+        found.and_then(|i| named.remove(i)).is_some()
     }
 
     /// Reads and verifies the chunk `hash`. A file whose contents do not match its name is
@@ -570,6 +620,60 @@ mod tests {
         store.remove(&h).unwrap();
         assert!(!store.contains(&h));
         assert!(store.list().unwrap().is_empty());
+    }
+
+    fn hashed_by_put(store: &ChunkStore) -> u64 {
+        store
+            .inner
+            .hashed_by_put
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A buffer named by `name_chunk` is put without hashing it again, once; a copy of
+    /// the same bytes, a different slice of the buffer, or a buffer forgotten because
+    /// newer ones pushed it out is hashed, and a copy that does not match is refused.
+    #[test]
+    fn put_of_a_named_buffer_skips_only_the_repeated_hash() {
+        let (_tmp, store) = store();
+        let (h, data) = chunk(3, 70_000);
+        let buf = Bytes::from(data.clone());
+        assert_eq!(store.name_chunk(&buf), h);
+        store.put(&h, &buf).unwrap();
+        assert_eq!(hashed_by_put(&store), 0, "the named buffer itself");
+        assert_eq!(store.get(&h).unwrap(), data);
+        store.put(&h, &buf).unwrap();
+        assert_eq!(hashed_by_put(&store), 1, "named once, shortcut once");
+
+        // A copy with other bytes under the name of the named buffer is refused.
+        let (h2, data2) = chunk(4, 5000);
+        let named = Bytes::from(data2.clone());
+        assert_eq!(store.name_chunk(&named), h2);
+        let mut forged = data2.clone();
+        forged[17] ^= 1;
+        assert!(matches!(
+            store.put(&h2, &forged),
+            Err(StorageError::ChecksumMismatch(_))
+        ));
+        // So is a shorter slice of the named buffer itself.
+        assert!(matches!(
+            store.put(&h2, &named[..4999]),
+            Err(StorageError::ChecksumMismatch(_))
+        ));
+        assert_eq!(hashed_by_put(&store), 3);
+        assert!(!store.contains(&h2));
+        store.put(&h2, &named).unwrap();
+        assert_eq!(hashed_by_put(&store), 3);
+
+        // Only the newest NAMED_CHUNKS_KEPT buffers are remembered.
+        let (h3, data3) = chunk(5, 100);
+        let oldest = Bytes::from(data3);
+        store.name_chunk(&oldest);
+        for i in 0..NAMED_CHUNKS_KEPT {
+            store.name_chunk(&Bytes::from(vec![i as u8; 10]));
+        }
+        assert_eq!(store.inner.named.lock().unwrap().len(), NAMED_CHUNKS_KEPT);
+        store.put(&h3, &oldest).unwrap();
+        assert_eq!(hashed_by_put(&store), 4, "pushed out, so hashed");
     }
 
     /// Direct writes pad the last block and cut the file back: every length around the

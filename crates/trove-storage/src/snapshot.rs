@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 use trove_types::Sha256Digest;
 
 use crate::chunks::read_verified_file;
@@ -123,7 +123,7 @@ impl FrameWriter {
 
     /// Writes the trailer and fsyncs; returns the file's length.
     fn finish(mut self) -> Result<u64> {
-        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let digest: [u8; 32] = self.hasher.clone().finalize();
         self.write_raw(TRAILER_MAGIC)?;
         self.write_raw(&self.frames.to_be_bytes())?;
         self.write_raw(&digest)?;
@@ -248,7 +248,7 @@ impl FrameReader {
                 self.frames
             )));
         }
-        let digest: [u8; 32] = self.hasher.clone().finalize().into();
+        let digest: [u8; 32] = self.hasher.clone().finalize();
         if trailer[16..] != digest {
             return Err(self.corrupt("SHA-256 of the frames does not match the trailer"));
         }

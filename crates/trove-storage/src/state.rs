@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 use trove_types::{ChunkRef, Command, CommandResult, Sha256Digest};
 
 use crate::chunks::ChunkStore;

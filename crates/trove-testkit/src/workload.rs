@@ -15,9 +15,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use trove_client::{Client, ClientConfig, Consistency};
+use trove_types::Sha256;
 
 use crate::error::{Result, TestkitError};
 use crate::history::{Op, OpKind, OpResult, Recorder, result_of_error};

@@ -7,7 +7,9 @@ pub mod command;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod sha256;
 pub mod validate;
 
 pub use command::{ChunkRef, Command, CommandResult, Op, OpError, OpOk, RequestId, Sha256Digest};
 pub use error::{LeaderHint, TroveError};
+pub use sha256::Sha256;

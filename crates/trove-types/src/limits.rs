@@ -62,6 +62,10 @@ pub const MAX_LIST_LIMIT: u32 = 10_000;
 
 /// Chunks of one upload in flight through Raft at once (bounded memory per upload).
 pub const UPLOAD_CHUNKS_IN_FLIGHT: usize = 4;
+/// Chunk buffers the leader remembers having hashed, so their apply does not hash them
+/// again (see `ChunkStore::name_chunk`): four uploads' chunks in flight, twice over. A
+/// buffer whose proposal failed stays referenced until pushed out by newer ones.
+pub const NAMED_CHUNKS_KEPT: usize = 8 * UPLOAD_CHUNKS_IN_FLIGHT;
 /// How long an upload may stay idle (no new chunk) before its chunks are collected.
 pub const UPLOAD_EXPIRY_MS: u64 = 10 * 60 * 1000;
 /// How long the state machine remembers a request id for deduplication.

@@ -2,7 +2,7 @@
 //! refused, and a file round-trips through the record framing.
 #![allow(clippy::unwrap_used)]
 
-use sha2::{Digest, Sha256};
+use trove_types::Sha256;
 
 use super::*;
 use crate::v1::{BackupFile, BackupFileEnd};

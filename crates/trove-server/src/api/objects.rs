@@ -17,7 +17,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use futures::Stream;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use trove_proto::v1::objects_client::ObjectsClient;
 use trove_proto::v1::objects_server::Objects;
@@ -29,6 +28,7 @@ use trove_proto::v1::{
     get_object_response, put_object_request,
 };
 use trove_storage::state::ObjectMeta;
+use trove_types::Sha256;
 use trove_types::limits::{
     CHUNK_SIZE_BYTES, MAX_CLIENT_MESSAGE_BYTES, MAX_OBJECT_SIZE_BYTES, UPLOAD_CHUNKS_IN_FLIGHT,
 };
@@ -97,10 +97,6 @@ impl Drop for AbortGuard {
     }
 }
 
-fn sha256(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
-}
-
 type ChunkOutcome = Pin<Box<dyn Future<Output = Result<(u64, CommandResult), TroveError>> + Send>>;
 
 /// Submits one chunk of an upload to Raft (in order) and records it in the manifest.
@@ -110,7 +106,9 @@ async fn submit_chunk(
     data: Bytes,
     chunks: &mut Vec<ChunkRef>,
 ) -> Result<ChunkOutcome, TroveError> {
-    let hash = sha256(&data);
+    // Named through the chunk store, so that applying this very buffer on this node does
+    // not hash it a second time.
+    let hash = node.store().chunks().name_chunk(&data);
     chunks.push(ChunkRef {
         hash,
         len: data.len() as u32,
@@ -244,7 +242,7 @@ impl ObjectsService {
         while !inflight.is_empty() {
             wait_chunk(&mut inflight).await?;
         }
-        let digest: [u8; 32] = hasher.finalize().into();
+        let digest: [u8; 32] = hasher.finalize();
         if trailer.sha256.len() != 32 {
             return Err(TroveError::invalid(format!(
                 "trailer sha256 must be 32 bytes, got {}",

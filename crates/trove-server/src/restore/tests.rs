@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use trove_proto::backup::{FILE_MAGIC, FORMAT_VERSION, encode_record};
 use trove_proto::v1::BackupMessage;
 use trove_raft::types::SnapshotMeta;
+use trove_types::Sha256;
 use trove_types::{ChunkRef, Command, Op};
 
 use super::*;
@@ -35,7 +35,7 @@ async fn backup_messages(dir: &Path) -> Vec<BackupMessage> {
     let refs: Vec<ChunkRef> = chunks
         .iter()
         .map(|c| ChunkRef {
-            hash: Sha256::digest(c).into(),
+            hash: Sha256::digest(c),
             len: c.len() as u32,
         })
         .collect();
@@ -62,7 +62,7 @@ async fn backup_messages(dir: &Path) -> Vec<BackupMessage> {
         bucket: "bkt".into(),
         key: "obj".into(),
         size: whole.len() as u64,
-        sha256: Sha256::digest(&whole).into(),
+        sha256: Sha256::digest(&whole),
         chunks: refs,
     });
     let n = ops.len() as u64;

@@ -64,9 +64,24 @@ impl Harness {
     }
 }
 
+/// Opens the store in `dir`. When it is a reopen: a real restart ends the process and
+/// with it sled's lock on its file; in-process, sled's background thread of the dropped
+/// database may hold the lock a moment longer (seen under a loaded test run), so only
+/// that error is waited out.
 pub(crate) fn open_store(dir: &std::path::Path) -> StateStore {
-    let chunks = ChunkStore::open(&dir.join("chunks")).unwrap();
-    StateStore::open(&dir.join("state"), chunks).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let chunks = ChunkStore::open(&dir.join("chunks")).unwrap();
+        match StateStore::open(&dir.join("state"), chunks) {
+            Err(crate::error::StorageError::Sled(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 pub(crate) fn chunk(seed: u8, len: usize) -> (ChunkRef, Bytes) {

@@ -188,25 +188,6 @@ fn a_format_1_state_is_migrated_with_the_same_contents() {
     check_invariants(&store);
 }
 
-/// Opens the state again after a simulated crash. A real crash ends the process and with
-/// it sled's lock on its file; in-process, sled's background thread of the dropped
-/// database may hold the lock a moment longer, so only that error is waited out.
-fn reopen_after_crash(root: &std::path::Path) -> StateStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let chunks = ChunkStore::open(&root.join("chunks")).unwrap();
-        match StateStore::open(&root.join("state"), chunks) {
-            Err(StorageError::Sled(sled::Error::Io(e)))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.unwrap(),
-        }
-    }
-}
-
 /// A crash at any step of the migration: the next start completes it, with the same
 /// contents; before the switch the old tree is what stays current.
 #[test]
@@ -228,7 +209,7 @@ fn an_interrupted_migration_completes_on_the_next_start() {
                 "{step}: an old binary must refuse it now"
             );
         }
-        let store = reopen_after_crash(tmp.path());
+        let store = open_store(tmp.path());
         assert!(!dir.join("MIGRATING").exists(), "{step}: not finished");
         assert_eq!(format_line(&tmp), "trove-state 2\n");
         store.verify().unwrap();
