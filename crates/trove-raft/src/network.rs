@@ -304,13 +304,26 @@ struct Stamp {
 
 impl Stamp {
     fn wrap<T: Serialize>(&self, v: &T) -> Result<Envelope, String> {
-        Ok(Envelope {
-            cluster_id: self.me.cluster_id.clone(),
-            target_node_id: self.target,
-            source_node_id: self.me.node_id,
-            payload: encode(v).map_err(|e| e.to_string())?.into(),
-        })
+        seal(&self.me.cluster_id, self.me.node_id, self.target, v)
     }
+}
+
+/// The envelope of a peer request from `source` to `target` in cluster `cluster_id`: the
+/// encoded message and its CRC32C, which the receiver checks before decoding.
+pub fn seal<T: Serialize>(
+    cluster_id: &str,
+    source: u64,
+    target: u64,
+    msg: &T,
+) -> Result<Envelope, String> {
+    let payload = encode(msg).map_err(|e| e.to_string())?;
+    Ok(Envelope {
+        cluster_id: cluster_id.to_string(),
+        target_node_id: target,
+        source_node_id: source,
+        payload_crc32c: Some(crc32c::crc32c(&payload)),
+        payload: payload.into(),
+    })
 }
 
 /// The answering half of a replication stream.

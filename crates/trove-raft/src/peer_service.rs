@@ -1,5 +1,12 @@
-//! The incoming side of the peer protocol: a tonic service that checks the cluster id
-//! and target node id of every request, decodes it and hands it to openraft.
+//! The incoming side of the peer protocol: a tonic service that checks the cluster id,
+//! the target node id and the payload's CRC32C of every request, decodes it and hands it
+//! to openraft.
+//!
+//! The chunk buffers of an AppendEntries request that arrived under its sender's CRC32C
+//! are handed to the chunk store as vouched for (`ChunkStore::vouch_for`): the leader
+//! named each chunk by hashing its bytes, the checksum shows these are the same bytes, and
+//! the log hands apply these very buffers, so applying them does not hash them again. An
+//! entry read back from the log file instead is a copy, and is hashed.
 //!
 //! Snapshots arrive as a stream of file pieces; they are written to a temporary
 //! directory next to the snapshots (bounded memory), each file's length and CRC32C
@@ -11,17 +18,23 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
+use openraft::EntryPayload;
+use openraft::raft::AppendEntriesRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tonic::{Request, Response, Status, Streaming};
 use trove_proto::raft::raft_peer_server::RaftPeer;
 use trove_proto::raft::{Envelope, Reply, SnapshotFrame, snapshot_frame};
+use trove_storage::chunks::ChunkStore;
+use trove_types::{Command, Op};
 
 use crate::codec::{decode, encode};
 use crate::gate::{RecallReply, RecallRequest, VoteGate};
 use crate::network::{PeerIdentity, lock};
-use crate::types::{Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, Vote, VoteRequest};
+use crate::types::{
+    Raft, Snapshot, SnapshotDir, SnapshotMeta, TroveNode, TypeConfig, Vote, VoteRequest,
+};
 
 /// Handles a node's announcement of its addresses (implemented by the server, which
 /// serialises membership changes).
@@ -51,6 +64,8 @@ pub struct PeerHooks {
     pub fetch_chunk: FetchChunkHandler,
     /// Whether this node may vote yet.
     pub gate: Arc<VoteGate>,
+    /// This node's chunk store, told which chunk buffers arrived intact.
+    pub chunks: ChunkStore,
 }
 
 /// The peer gRPC service.
@@ -108,11 +123,45 @@ fn check(me: &PeerIdentity, env: &Envelope) -> Result<(), Status> {
     Ok(())
 }
 
-/// Checks and decodes a request.
+/// Checks and decodes a request. A payload that does not match its sender's CRC32C is
+/// refused with DATA_LOSS (the sender retries); one without (an older sender) is taken.
 fn open<T: DeserializeOwned>(me: &PeerIdentity, env: &Envelope) -> Result<T, Status> {
     check(me, env)?;
+    if let Some(want) = env.payload_crc32c {
+        let got = crc32c::crc32c(&env.payload);
+        if got != want {
+            return Err(Status::data_loss(format!(
+                "peer message from node {} was damaged in transit: its {} bytes have CRC32C \
+                 {got:08x}, the sender's was {want:08x}; nothing was taken",
+                env.source_node_id,
+                env.payload.len()
+            )));
+        }
+    }
     decode(&env.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable peer message: {e}")))
+}
+
+/// Checks and decodes an AppendEntries request; if it came under its sender's CRC32C,
+/// vouches to `chunks` for the chunk buffers it carries (see the module docs).
+fn open_append(
+    me: &PeerIdentity,
+    env: &Envelope,
+    chunks: &ChunkStore,
+) -> Result<AppendEntriesRequest<TypeConfig>, Status> {
+    let rpc: AppendEntriesRequest<TypeConfig> = open(me, env)?;
+    if env.payload_crc32c.is_some() {
+        for entry in &rpc.entries {
+            if let EntryPayload::Normal(Command {
+                op: Op::PutChunk { hash, data, .. },
+                ..
+            }) = &entry.payload
+            {
+                chunks.vouch_for(*hash, data);
+            }
+        }
+    }
+    Ok(rpc)
 }
 
 /// Encodes an answer (or the error's text) for the wire.
@@ -134,7 +183,7 @@ type AnswerStream = Pin<Box<dyn Stream<Item = Result<Reply, Status>> + Send + 's
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
-        let rpc = self.open(req.get_ref())?;
+        let rpc = open_append(&self.me, req.get_ref(), &self.hooks.chunks)?;
         reply(self.raft.append_entries(rpc).await)
     }
 
@@ -150,11 +199,12 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<AnswerStream>, Status> {
         let refused: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
         let (me, refusal) = (self.me.clone(), refused.clone());
+        let chunks = self.hooks.chunks.clone();
         let requests = futures::stream::unfold(req.into_inner(), move |mut incoming| {
-            let (me, refusal) = (me.clone(), refusal.clone());
+            let (me, refusal, chunks) = (me.clone(), refusal.clone(), chunks.clone());
             async move {
                 match incoming.message().await {
-                    Ok(Some(env)) => match open(&me, &env) {
+                    Ok(Some(env)) => match open_append(&me, &env, &chunks) {
                         Ok(rpc) => Some((rpc, incoming)),
                         Err(st) => {
                             *lock(&refusal) = Some(st);

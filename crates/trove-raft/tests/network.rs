@@ -7,6 +7,9 @@
 //! - A stream meant for another cluster is refused.
 //! - A follower that does not know `StreamAppend` (an older release during a rolling
 //!   upgrade) still gets the entries: one failed attempt, then unary calls.
+//! - A request whose payload does not match its CRC32C is refused with DATA_LOSS and
+//!   nothing is appended; one without a CRC (an older sender) is taken. Only chunks that
+//!   came under a matching CRC are vouched for to the chunk store.
 
 #![allow(clippy::unwrap_used)]
 
@@ -74,6 +77,7 @@ enum Serve {
 struct Follower {
     raft: Raft,
     log: LogStore,
+    chunks: ChunkStore,
     addr: SocketAddr,
     _dir: TempDir,
 }
@@ -82,7 +86,7 @@ async fn follower(serve: Serve) -> Follower {
     let dir = TempDir::new().unwrap();
     let log = LogStore::open(&dir.path().join("raft")).unwrap();
     let chunks = ChunkStore::open(&dir.path().join("chunks")).unwrap();
-    let store = Arc::new(StateStore::open(&dir.path().join("state"), chunks).unwrap());
+    let store = Arc::new(StateStore::open(&dir.path().join("state"), chunks.clone()).unwrap());
     let sm = StateMachine::open(store, &dir.path().join("snapshots")).unwrap();
     let incoming = sm.incoming_dir();
     let me = PeerIdentity {
@@ -105,6 +109,7 @@ async fn follower(serve: Serve) -> Follower {
         recall: Arc::new(|_, _| Box::pin(async { Err("not in this test".to_string()) })),
         fetch_chunk: Arc::new(|_, _| Box::pin(async { Err("not in this test".to_string()) })),
         gate: Arc::new(VoteGate::closed("a test follower never votes")),
+        chunks: chunks.clone(),
     };
     let svc = RaftPeerServer::new(PeerService::new(me, raft.clone(), incoming, hooks));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -120,6 +125,7 @@ async fn follower(serve: Serve) -> Follower {
     Follower {
         raft,
         log,
+        chunks,
         addr,
         _dir: dir,
     }
@@ -261,5 +267,68 @@ async fn a_follower_without_stream_append_gets_unary_calls() {
     let acked: Vec<Option<LogId>> = answers.into_iter().map(|a| a.unwrap().unwrap()).collect();
     assert_eq!(acked, vec![Some(log_id(2)), Some(log_id(5))]);
     assert_eq!(follower_log(&f, 5).await, (0..=5).collect::<Vec<_>>());
+    f.raft.shutdown().await.unwrap();
+}
+
+/// AppendEntries from leader 1 with `n` chunk entries from index `first` on.
+fn chunk_append(first: u64, n: u64) -> AppendEntriesRequest<TypeConfig> {
+    let entries = (first..first + n)
+        .map(|index| {
+            let data = bytes::Bytes::from(vec![index as u8; 3000]);
+            Entry {
+                log_id: log_id(index),
+                payload: EntryPayload::Normal(Command {
+                    request_id: None,
+                    time_ms: 1,
+                    op: Op::PutChunk {
+                        upload_id: 7,
+                        hash: trove_types::Sha256::digest(&data),
+                        data,
+                    },
+                }),
+            }
+        })
+        .collect();
+    AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: first.checked_sub(1).map(log_id),
+        leader_commit: None,
+        entries,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_damaged_in_transit_is_refused_and_an_unstamped_one_taken() {
+    let f = follower(Serve::Current).await;
+    let mut peer =
+        trove_proto::raft::raft_peer_client::RaftPeerClient::connect(format!("http://{}", f.addr))
+            .await
+            .unwrap();
+
+    // One flipped bit in the payload: refused before decoding, nothing appended.
+    let mut env = trove_raft::network::seal(CLUSTER, 1, FOLLOWER, &chunk_append(0, 3)).unwrap();
+    let mut payload = env.payload.to_vec();
+    let last = payload.len() - 10;
+    payload[last] ^= 0x04;
+    env.payload = payload.into();
+    let err = peer.append_entries(env).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
+    assert!(err.message().contains("damaged in transit"), "{err}");
+    assert!(follower_log(&f, 2).await.is_empty());
+    assert_eq!(f.chunks.vouched_count(), 0);
+
+    // Intact and stamped: appended, and its three chunks vouched for.
+    let env = trove_raft::network::seal(CLUSTER, 1, FOLLOWER, &chunk_append(0, 3)).unwrap();
+    assert!(env.payload_crc32c.is_some());
+    peer.append_entries(env).await.unwrap();
+    assert_eq!(follower_log(&f, 2).await, vec![0, 1, 2]);
+    assert_eq!(f.chunks.vouched_count(), 3);
+
+    // Without a CRC (a release before it was added): appended, nothing vouched for.
+    let mut env = trove_raft::network::seal(CLUSTER, 1, FOLLOWER, &chunk_append(3, 2)).unwrap();
+    env.payload_crc32c = None;
+    peer.append_entries(env).await.unwrap();
+    assert_eq!(follower_log(&f, 4).await, vec![0, 1, 2, 3, 4]);
+    assert_eq!(f.chunks.vouched_count(), 3);
     f.raft.shutdown().await.unwrap();
 }

@@ -360,6 +360,7 @@ pub async fn run(
         recall,
         fetch_chunk,
         gate: node.recovery.gate.clone(),
+        chunks: node.store().chunks().clone(),
     };
     let peer_svc =
         RaftPeerServer::new(PeerService::new(me, raft.clone(), sm.incoming_dir(), hooks))

@@ -118,14 +118,7 @@ impl Node {
         peer: u64,
         msg: &T,
     ) -> Result<trove_proto::raft::Envelope, String> {
-        Ok(trove_proto::raft::Envelope {
-            cluster_id: self.cluster_id.clone(),
-            target_node_id: peer,
-            source_node_id: self.id,
-            payload: trove_raft::codec::encode(msg)
-                .map_err(|e| e.to_string())?
-                .into(),
-        })
+        trove_raft::network::seal(&self.cluster_id, self.id, peer, msg)
     }
 
     /// The state store, for reads.

@@ -8,18 +8,25 @@
 //!   removed by [`ChunkStore::open`].
 //! - `quarantine/`: chunk files that failed verification, kept for inspection and never
 //!   served again.
+//! - `trash/`: removed chunk files waiting to be deleted. [`ChunkStore::remove_many`]
+//!   only renames a file here (and fsyncs the directories); a background thread deletes
+//!   it. Deleting frees the file's blocks, which can take milliseconds per file (a
+//!   filesystem mounted with `discard` trims them synchronously, inside `unlink`), and
+//!   removal runs on the apply path whenever an object is replaced or deleted. Emptied at
+//!   open.
 //!
 //! A chunk file is never modified in place: it is written under a temp name, fsynced,
 //! renamed, and its directory fsynced. That is what makes hard links (snapshots) safe.
 //!
-//! [`ChunkStore::put`] checks that the bytes hash to their name before writing them. The
-//! one exception is a buffer this process named itself with [`ChunkStore::name_chunk`]:
-//! the leader names each chunk as it arrives and then applies the very same buffer (the
-//! log hands apply the entry it was given, not a copy). The store keeps a reference to
-//! each buffer it named until it is put, so the memory cannot be freed and reused: the
-//! same address and length is the same bytes, and hashing them again would only repeat
-//! the answer. A copy (a follower's entry decoded from the network, an entry read back
-//! from the log file) is always hashed.
+//! [`ChunkStore::put`] checks that the bytes hash to their name before writing them,
+//! except for a buffer the store was told about moments before: one this process named
+//! itself with [`ChunkStore::name_chunk`] (the leader names each chunk as it arrives, then
+//! applies the very same buffer: the log hands apply the entry it was given, not a copy),
+//! or one [`ChunkStore::vouch_for`] reported as received intact, under the sender's
+//! checksum, from the leader that named it. The store keeps a reference to each such
+//! buffer until it is put, so the memory cannot be freed and reused: the same address and
+//! length is the same bytes, and hashing them again would only repeat the answer. Any
+//! other buffer (an entry read back from the log file, a repair's fetched copy) is hashed.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +47,7 @@ const FORMAT_KIND: &str = "trove-chunks";
 const FORMAT_VERSION: u32 = 1;
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
+const TRASH_DIR: &str = "trash";
 /// Largest file [`ChunkStore::adopt`] accepts: chunks are bounded by the client message
 /// limit, so anything larger is not a chunk, and reading it whole could exhaust memory.
 const MAX_CHUNK_FILE_BYTES: u64 = trove_types::limits::MAX_CLIENT_MESSAGE_BYTES as u64;
@@ -55,11 +63,18 @@ struct Inner {
     dir: PathBuf,
     tmp_dir: PathBuf,
     quarantine_dir: PathBuf,
+    trash_dir: PathBuf,
+    /// Names of files moved to `trash/` (unique for this store's lifetime; the directory
+    /// is empty when it opens).
+    trashed: std::sync::atomic::AtomicU64,
+    /// Wakes the thread that empties `trash/`; it ends when the store is dropped.
+    reaper: std::sync::mpsc::SyncSender<()>,
     /// Serialises renames onto final chunk names with quarantining, so that a concurrent
     /// repair (a fresh `put`) can never be moved into quarantine by a reader that saw the
     /// old, corrupt file.
     rename_lock: Mutex<()>,
-    /// Buffers named by [`ChunkStore::name_chunk`] and not yet put, newest last; at most
+    /// Buffers named by [`ChunkStore::name_chunk`] or vouched for by
+    /// [`ChunkStore::vouch_for`] and not yet put, newest last; at most
     /// [`NAMED_CHUNKS_KEPT`].
     named: Mutex<VecDeque<(Sha256Digest, Bytes)>>,
     /// How many `put`s hashed their data (tests check the shortcut is taken).
@@ -102,10 +117,28 @@ impl ChunkStore {
         if !has_format {
             write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
         }
+        let trash_dir = dir.join(TRASH_DIR);
+        create_dir_durable(&trash_dir)?;
+        remove_dir_contents(&trash_dir)?;
+        let (reaper, wake) = std::sync::mpsc::sync_channel(1);
+        let trash = trash_dir.clone();
+        std::thread::Builder::new()
+            .name("chunk-reaper".into())
+            .spawn(move || {
+                while wake.recv().is_ok() {
+                    if let Err(e) = remove_dir_contents(&trash) {
+                        tracing::warn!(error = %e, "emptying the chunk trash failed; retried on the next removal");
+                    }
+                }
+            })
+            .map_err(|e| StorageError::io(&trash_dir, e))?;
         let inner = Inner {
             dir: dir.to_path_buf(),
             tmp_dir: dir.join(TMP_DIR),
             quarantine_dir: dir.join(QUARANTINE_DIR),
+            trash_dir,
+            trashed: Default::default(),
+            reaper,
             rename_lock: Mutex::new(()),
             named: Mutex::new(VecDeque::new()),
             #[cfg(test)]
@@ -185,16 +218,33 @@ impl ChunkStore {
     /// then simply hashed again by its `put`).
     pub fn name_chunk(&self, data: &Bytes) -> Sha256Digest {
         let hash = sha256(data);
+        self.vouch_for(hash, data);
+        hash
+    }
+
+    /// Remembers `data` as the bytes named `hash`, without hashing them, so that a
+    /// [`ChunkStore::put`] of this very buffer soon after does not hash them either. Only
+    /// for a buffer that arrived under a checksum from the node that named it by hashing
+    /// it (a follower's AppendEntries); at most [`NAMED_CHUNKS_KEPT`] are kept.
+    pub fn vouch_for(&self, hash: Sha256Digest, data: &Bytes) {
         let mut named = self.inner.named.lock().unwrap_or_else(|p| p.into_inner());
         if named.len() >= NAMED_CHUNKS_KEPT {
             named.pop_front();
         }
         named.push_back((hash, data.clone()));
-        hash
     }
 
-    /// Whether `data` is a buffer named `hash` by [`ChunkStore::name_chunk`] (forgetting it
-    /// if so). Comparing addresses is sound because the store holds a reference to each
+    /// How many buffers named or vouched for are waiting for their `put`.
+    pub fn vouched_count(&self) -> usize {
+        self.inner
+            .named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Whether `data` is a buffer named `hash` by [`ChunkStore::name_chunk`] or
+    /// [`ChunkStore::vouch_for`] (forgetting it if so). Comparing addresses is sound because the store holds a reference to each
     /// named buffer: its memory stays allocated and, being a `Bytes`, unchanged.
     fn take_named(&self, hash: &Sha256Digest, data: &[u8]) -> bool {
         let mut named = self.inner.named.lock().unwrap_or_else(|p| p.into_inner());
@@ -241,13 +291,18 @@ impl ChunkStore {
         self.remove_many(std::slice::from_ref(hash))
     }
 
-    /// Removes several chunks, fsyncing each affected shard directory once (deleting a
-    /// large object removes thousands of chunks; one fsync per file would dominate).
+    /// Removes several chunks durably, fsyncing each affected shard directory once
+    /// (deleting a large object removes thousands of chunks; one fsync per file would
+    /// dominate). Each file is moved to `trash/` and deleted by a background thread.
     pub fn remove_many(&self, hashes: &[Sha256Digest]) -> Result<()> {
         let mut shards = BTreeSet::new();
         for hash in hashes {
             let path = self.path_of(hash);
-            match fs::remove_file(&path) {
+            let seq = self
+                .inner
+                .trashed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match fs::rename(&path, self.inner.trash_dir.join(seq.to_string())) {
                 Ok(()) => {
                     shards.insert(hash[0]);
                 }
@@ -255,9 +310,15 @@ impl ChunkStore {
                 Err(e) => return Err(StorageError::io(&path, e)),
             }
         }
+        if shards.is_empty() {
+            return Ok(());
+        }
         for shard in shards {
             sync_dir(&self.inner.dir.join(hex::encode([shard])))?;
         }
+        sync_dir(&self.inner.trash_dir)?;
+        // Full means a wake-up is already pending, which covers these files too.
+        let _ = self.inner.reaper.try_send(());
         Ok(())
     }
 
@@ -671,9 +732,50 @@ mod tests {
         for i in 0..NAMED_CHUNKS_KEPT {
             store.name_chunk(&Bytes::from(vec![i as u8; 10]));
         }
-        assert_eq!(store.inner.named.lock().unwrap().len(), NAMED_CHUNKS_KEPT);
+        assert_eq!(store.vouched_count(), NAMED_CHUNKS_KEPT);
         store.put(&h3, &oldest).unwrap();
         assert_eq!(hashed_by_put(&store), 4, "pushed out, so hashed");
+    }
+
+    /// Removal moves the file out of its name at once and a background thread deletes
+    /// it; the same chunk can be stored again right away; files a crash left in the
+    /// trash are deleted when the store opens.
+    #[test]
+    fn removed_chunks_go_through_the_trash() {
+        let (tmp, store) = store();
+        let chunks: Vec<_> = (0..20u8).map(|i| chunk(i, 9000)).collect();
+        for (h, data) in &chunks {
+            store.put(h, data).unwrap();
+        }
+        let gone: Vec<Sha256Digest> = chunks[..15].iter().map(|(h, _)| *h).collect();
+        store.remove_many(&gone).unwrap();
+        for (i, (h, data)) in chunks.iter().enumerate() {
+            assert_eq!(store.contains(h), i >= 15, "chunk {i}");
+            if i >= 15 {
+                assert_eq!(store.get(h).unwrap(), *data);
+            }
+        }
+        assert_eq!(store.list().unwrap().len(), 5);
+        let trash = tmp.path().join("chunks").join(TRASH_DIR);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_dir(&trash).unwrap().count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trash was never emptied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Stored again after its removal: a new file, not the one in the trash.
+        let (h, data) = &chunks[3];
+        store.put(h, data).unwrap();
+        assert_eq!(store.get(h).unwrap(), *data);
+
+        // A crash between the rename and the delete: the next open deletes it.
+        drop(store);
+        fs::write(trash.join("7"), b"left by a crash").unwrap();
+        let store = ChunkStore::open(&tmp.path().join("chunks")).unwrap();
+        assert_eq!(fs::read_dir(&trash).unwrap().count(), 0);
+        assert_eq!(store.list().unwrap().len(), 6);
     }
 
     /// Direct writes pad the last block and cut the file back: every length around the
