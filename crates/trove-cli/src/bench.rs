@@ -77,8 +77,9 @@ impl Workload {
   trove bench --system etcd --endpoints 127.0.0.1:2379 --workload record-put --clients 64
 
 --local starts a fresh three-node cluster on ports from --base-port (data in a temporary
-directory, removed afterwards) and adds each node's peak RSS, CPU seconds and disk bytes
-written per client byte written. --system etcd runs the record workloads against etcd
+directory, removed afterwards) and adds each node's peak RSS during the run (not while
+writing the data a read workload reads), CPU seconds and disk bytes written per client
+byte written. --system etcd runs the record workloads against etcd
 (a build with the `etcd` cargo feature).")]
 pub struct BenchArgs {
     /// What each operation does.
@@ -236,6 +237,13 @@ async fn bench(
     let mut drivers = Vec::new();
     for _ in 0..a.clients {
         drivers.push(Driver::connect(a.system, global, endpoints).await?);
+    }
+    // CPU and disk figures are differences over the run; the peak RSS is the run's own,
+    // not the preparation's (writing the objects an object-get run reads, for example).
+    if let Some(cluster) = local {
+        for (_, pid) in cluster.pids() {
+            procstat::reset_peak(pid)?;
+        }
     }
     let before = node_samples(local)?;
     let deadline = Instant::now() + Duration::from_secs(a.duration);

@@ -127,3 +127,66 @@ pub fn write_format_file(dir: &Path, kind: &str, version: u32) -> Result<()> {
         format!("{kind} {version}\n").as_bytes(),
     )
 }
+
+/// Drops values (open files of unlinked segments) on a background thread. The last close
+/// of an unlinked file frees its blocks, and a filesystem mounted with `discard` trims
+/// them right there, synchronously: tens of milliseconds or more for a 64 MiB file on
+/// some disks, which would stall whoever happened to close it (the log's writer).
+/// Bounded: when the thread is behind, or gone, the value is dropped in place.
+#[derive(Debug)]
+pub struct Closer {
+    tx: std::sync::mpsc::SyncSender<Box<dyn Send>>,
+}
+
+/// Values a [`Closer`] holds at most before dropping in the caller's thread.
+const CLOSER_QUEUE: usize = 16;
+
+impl Closer {
+    /// Starts the thread (named `name`); it ends once the `Closer` is dropped and its
+    /// queue is empty.
+    pub fn spawn(name: &str) -> std::io::Result<Closer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Box<dyn Send>>(CLOSER_QUEUE);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || while rx.recv().is_ok() {})?;
+        Ok(Closer { tx })
+    }
+
+    /// Drops `value` on the background thread (in place if its queue is full).
+    pub fn close<T: Send + 'static>(&self, value: T) {
+        // `try_send` hands the value back on failure; it is dropped right here then.
+        let _ = self.tx.try_send(Box::new(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Reports the name of the thread that drops it.
+    struct Witness(mpsc::Sender<Option<String>>);
+
+    impl Drop for Witness {
+        fn drop(&mut self) {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = self.0.send(name);
+        }
+    }
+
+    #[test]
+    fn the_closer_drops_on_its_own_thread_and_in_place_when_full() {
+        let closer = Closer::spawn("test-closer").unwrap();
+        let (tx, rx) = mpsc::channel();
+        closer.close(Witness(tx.clone()));
+        let dropped_by = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(dropped_by.as_deref(), Some("test-closer"));
+
+        // A closer whose thread is gone (here: never receives) drops in place.
+        let (full_tx, _rx_kept) = mpsc::sync_channel::<Box<dyn Send>>(0);
+        let stuck = Closer { tx: full_tx };
+        stuck.close(Witness(tx));
+        let here = std::thread::current().name().map(str::to_owned);
+        assert_eq!(rx.try_recv().unwrap(), here);
+    }
+}

@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use bytes::Bytes;
 
 use crate::error::{Result, StorageError};
-use crate::fsutil::{create_dir_durable, sync_dir};
+use crate::fsutil::{Closer, create_dir_durable, sync_dir};
 
 mod check;
 mod salvage;
@@ -208,6 +208,8 @@ pub struct SegmentLog {
     index: RwLock<Index>,
     /// Set after a failed write or fsync; the log then refuses writes and syncs.
     failed: AtomicBool,
+    /// Closes deleted segments' files off the writer's thread.
+    closer: Closer,
 }
 
 const _: () = {
@@ -369,6 +371,7 @@ impl SegmentLog {
             writer: Mutex::new(writer),
             index: RwLock::new(index),
             failed: AtomicBool::new(false),
+            closer: Closer::spawn("log-closer").map_err(|e| StorageError::io(dir, e))?,
         };
         Ok((log, report))
     }
@@ -602,10 +605,8 @@ impl SegmentLog {
             None => ix.segments.keys().copied().collect(),
         };
         for first in doomed.into_iter().rev() {
-            self.delete_segment(ix, first)?;
+            self.delete_segment(w, ix, first)?;
         }
-        w.unsynced
-            .retain(|s| ix.segments.contains_key(&s.first_index));
         let Some(keep) = keep else {
             ix.locs.clear();
             w.current = None;
@@ -652,7 +653,7 @@ impl SegmentLog {
             w.current = None;
             w.unsynced.clear();
             for first in firsts {
-                self.delete_segment(ix, first)?;
+                self.delete_segment(w, ix, first)?;
             }
             return Ok(());
         }
@@ -665,8 +666,7 @@ impl SegmentLog {
             if pair[1] > index + 1 {
                 break;
             }
-            self.delete_segment(ix, pair[0])?;
-            w.unsynced.retain(|s| s.first_index != pair[0]);
+            self.delete_segment(w, ix, pair[0])?;
         }
         Ok(())
     }
@@ -680,11 +680,19 @@ impl SegmentLog {
             .sum()
     }
 
-    fn delete_segment(&self, ix: &mut Index, first: u64) -> Result<()> {
-        if let Some(seg) = ix.segments.remove(&first) {
-            fs::remove_file(&seg.path).map_err(|e| StorageError::io(&seg.path, e))?;
-            sync_dir(&self.dir)?;
+    /// Deletes segment `first` durably. The writer's references go first, so that the
+    /// file is closed (and its blocks freed) by the closer thread, not by this one.
+    fn delete_segment(&self, w: &mut Writer, ix: &mut Index, first: u64) -> Result<()> {
+        let Some(seg) = ix.segments.remove(&first) else {
+            return Ok(());
+        };
+        w.unsynced.retain(|s| s.first_index != first);
+        if w.current.as_ref().is_some_and(|c| c.first_index == first) {
+            w.current = None;
         }
+        fs::remove_file(&seg.path).map_err(|e| StorageError::io(&seg.path, e))?;
+        sync_dir(&self.dir)?;
+        self.closer.close(seg);
         Ok(())
     }
 

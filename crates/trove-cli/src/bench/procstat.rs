@@ -30,6 +30,14 @@ pub fn sample(pid: u32) -> Result<Sample> {
     })
 }
 
+/// Resets process `pid`'s peak resident memory to its current one (writing 5 to
+/// /proc/<pid>/clear_refs, Linux 4.0 and later), so that the next [`sample`]'s peak is
+/// the highest of the stretch in between, not of the process's whole life.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("resetting the peak RSS in /proc/{pid}/clear_refs"))
+}
+
 /// The first number after `name` on its line.
 fn field(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -75,5 +83,27 @@ mod tests {
     fn samples_this_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.peak_rss_bytes > 0);
+    }
+
+    #[test]
+    fn reset_peak_forgets_memory_already_returned() {
+        const MIB: u64 = 1024 * 1024;
+        let pid = std::process::id();
+        // 128 MiB touched page by page and freed: glibc maps and unmaps a block this size.
+        let big = vec![1u8; (128 * MIB) as usize];
+        assert_eq!(
+            big.iter().step_by(4096).map(|b| u64::from(*b)).sum::<u64>(),
+            32 * 1024
+        );
+        drop(big);
+        let before = sample(pid).unwrap().peak_rss_bytes;
+        reset_peak(pid).unwrap();
+        let after = sample(pid).unwrap().peak_rss_bytes;
+        assert!(
+            after + 64 * MIB <= before,
+            "peak {} MiB before the reset, {} MiB after",
+            before / MIB,
+            after / MIB
+        );
     }
 }
