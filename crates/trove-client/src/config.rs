@@ -28,7 +28,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Deadline for connecting to one node.
     pub connect_timeout: Duration,
-    /// Total time spent retrying retryable errors of one logical request.
+    /// Total time spent retrying retryable errors of one logical request, counted from
+    /// its start or, for an upload, from the last failed attempt that got data through
+    /// (a long upload that meets a leader change is sent again in full).
     pub retry_budget: Duration,
     /// Identity of this client in request ids (1..=64 bytes); a random UUID by default.
     pub client_id: String,

@@ -170,6 +170,13 @@ impl Attempts<'_> {
         }
     }
 
+    /// Records that the attempt that just failed had moved the request forward (an
+    /// upload whose data the server had taken): the retry budget counts again from now.
+    /// A leader change an hour into an upload is one failure, not an hour of them.
+    pub(crate) fn progressed(&mut self) {
+        self.started = Instant::now();
+    }
+
     /// Decides what to do after a failed attempt. `Ok(())`: the caller should try again
     /// (with [`Self::node`]); `Err(e)`: give up with `e`. `replayable` is false when the
     /// request cannot be sent again (an upload whose data is gone).
@@ -300,6 +307,28 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(400));
         assert!(err.is_retryable());
         assert!(err.to_string().contains("gave up after"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn progress_restarts_the_budget() {
+        let inner = inner(&["a:1"], 200);
+        let mut at = inner.attempts(Idempotency::Safe);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A long attempt that moved data: retried.
+        at.progressed();
+        at.failed(TroveError::unavailable("leader changed"), true)
+            .await
+            .expect("retried after progress");
+        // The same wait without progress spends the budget.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let err = at
+            .failed(TroveError::unavailable("down"), true)
+            .await
+            .expect_err("budget spent");
+        assert!(
+            err.to_string().contains("gave up after 2 attempts"),
+            "{err}"
+        );
     }
 
     #[test]

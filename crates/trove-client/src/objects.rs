@@ -6,6 +6,9 @@
 //! kept for replay until they exceed [`UPLOAD_REPLAY_BYTES`]: an upload that fails with a
 //! retryable error early (say, a follower redirecting at the header) is sent again with
 //! the same request id; once the replay buffer has been dropped, it is not retried.
+//! In-memory uploads are always replayable; an attempt that got data through before it
+//! failed (a leader change mid-upload) restarts the retry budget, so a long upload is
+//! not given up for the time it spent streaming.
 
 use std::io;
 use std::time::Duration;
@@ -29,6 +32,11 @@ use crate::{Client, Result, objects_client};
 
 /// Upload messages queued ahead of the network (each up to one chunk).
 const UPLOAD_QUEUE_MESSAGES: usize = 4;
+/// More than the queue, the gRPC encoder and an HTTP/2 stream window hold between the
+/// producer and a server that reads nothing; an attempt that sent more than this had the
+/// server take data (progress).
+const UPLOAD_BUFFERED_BYTES: u64 = (2 * UPLOAD_QUEUE_MESSAGES * CHUNK_SIZE_BYTES) as u64
+    + trove_types::limits::HTTP2_STREAM_WINDOW_BYTES as u64;
 /// Bytes of a streamed upload kept so it can be sent again after a retryable failure.
 pub const UPLOAD_REPLAY_BYTES: u64 = 8 * CHUNK_SIZE_BYTES as u64;
 
@@ -225,6 +233,9 @@ impl Client {
                 Err(AttemptError::Local(e)) => return Err(e),
                 Err(AttemptError::Remote(e)) => e,
             };
+            if upload.sent_this_attempt > UPLOAD_BUFFERED_BYTES {
+                attempts.progressed();
+            }
             attempts.failed(err, upload.replayable()).await?;
         }
     }
@@ -328,6 +339,8 @@ struct Upload {
     /// SHA-256 of the bytes read so far.
     hasher: Sha256,
     declared_size: Option<u64>,
+    /// Data bytes the current (or last) attempt queued for the server.
+    sent_this_attempt: u64,
 }
 
 impl Upload {
@@ -341,6 +354,7 @@ impl Upload {
             read_bytes: 0,
             hasher: Sha256::new(),
             declared_size: None,
+            sent_this_attempt: 0,
         }
     }
 
@@ -434,12 +448,14 @@ async fn produce(
         return end;
     }
     let mut sent = 0u64;
+    up.sent_this_attempt = 0;
     let replay = up.kept.clone().unwrap_or_default();
     for chunk in replay {
         sent += chunk.len() as u64;
         if let Some(end) = send(data(chunk)).await {
             return end;
         }
+        up.sent_this_attempt = sent;
         if let Some(p) = progress {
             p(sent);
         }
@@ -461,6 +477,7 @@ async fn produce(
         if let Some(end) = send(data(chunk)).await {
             return end;
         }
+        up.sent_this_attempt = sent;
         if let Some(p) = progress {
             p(sent);
         }

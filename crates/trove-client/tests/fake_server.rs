@@ -47,6 +47,9 @@ struct FakeNode {
     object: Mutex<Option<(pb::ObjectInfo, Bytes)>>,
     /// `Get` calls that break after sending their first data message.
     break_gets: Mutex<u32>,
+    /// The next upload reads each data message after this pause, then fails with this
+    /// status instead of storing the object (a leader change after the data was taken).
+    slow_failing_upload: Mutex<Option<(Duration, Status)>>,
 }
 
 impl FakeNode {
@@ -58,6 +61,7 @@ impl FakeNode {
             delay: Mutex::new(VecDeque::new()),
             object: Mutex::new(None),
             break_gets: Mutex::new(0),
+            slow_failing_upload: Mutex::new(None),
         })
     }
 
@@ -192,8 +196,12 @@ impl Objects for FakeNode {
             _ => return Err(Status::invalid_argument("no header")),
         };
         self.enter("object.put", header.request_id.as_ref()).await?;
+        let slow = self.slow_failing_upload.lock().unwrap().take();
         let (mut sizes, mut hasher, mut data) = (Vec::new(), Sha256::new(), Vec::new());
         let ok = loop {
+            if let Some((pause, _)) = &slow {
+                tokio::time::sleep(*pause).await;
+            }
             match stream.message().await {
                 Ok(Some(pb::PutObjectRequest {
                     part: Some(Part::Data(d)),
@@ -214,6 +222,9 @@ impl Objects for FakeNode {
             .lock()
             .unwrap()
             .push(Event::Upload(self.name, sizes, ok));
+        if let Some((_, st)) = slow {
+            return Err(st);
+        }
         if !ok {
             return Err(Status::invalid_argument(
                 "upload ended without a valid trailer",
@@ -563,6 +574,44 @@ async fn uploads_full_chunks_and_a_trailer_and_replays_after_a_redirect() {
         .await
         .unwrap();
     assert_eq!(info.size, data.len() as u64);
+}
+
+#[tokio::test]
+async fn an_upload_that_outlasts_the_retry_budget_survives_a_late_leader_change() {
+    let log = Log::default();
+    let (a, b) = (FakeNode::new("a", &log), FakeNode::new("b", &log));
+    let (a_addr, b_addr) = (a.serve().await, b.serve().await);
+    // `a` takes 24 MiB (more than the queue and the HTTP/2 window hold) over ~1.2 s,
+    // well past the 500 ms budget, then says it is no longer the leader.
+    *a.slow_failing_upload.lock().unwrap() = Some((Duration::from_millis(50), not_leader(&b_addr)));
+    let c = client(&[&a_addr], 5000, 500);
+    let data = Bytes::from(pattern(24 * CHUNK_SIZE_BYTES));
+    let started = std::time::Instant::now();
+    let info = c
+        .put_object_bytes("bkt", "obj", data.clone())
+        .await
+        .unwrap();
+    assert!(started.elapsed() > Duration::from_millis(1000));
+    assert_eq!(info.sha256.as_slice(), Sha256::digest(&data).as_slice());
+    let uploads: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Upload(n, sizes, ok) => Some((*n, sizes.len(), *ok)),
+            Event::Call(..) => None,
+        })
+        .collect();
+    assert_eq!(uploads, vec![("a", 24, true), ("b", 24, true)]);
+
+    // Without progress the same budget is spent: `a` stalls before reading anything.
+    a.delay
+        .lock()
+        .unwrap()
+        .push_back(Duration::from_millis(1500));
+    let c = client(&[&a_addr], 700, 500);
+    let err = c.put_object_bytes("bkt", "obj2", data).await.unwrap_err();
+    assert!(err.to_string().contains("gave up after"), "{err}");
 }
 
 #[tokio::test]
