@@ -45,6 +45,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -438,15 +439,21 @@ impl SegmentLog {
         };
         let mut pos = seg.len.load(Ordering::Relaxed);
         let mut buf_start = pos;
-        let mut buf = Vec::new();
+        // Headers and payloads are written in place (one `pwritev`), not copied into one
+        // buffer first: payloads are up to a chunk each.
+        let headers: Vec<[u8; RECORD_HEADER_BYTES as usize]> = records
+            .iter()
+            .map(|(index, payload)| record_header(*index, payload))
+            .collect();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * records.len());
         let mut locs = Vec::with_capacity(records.len());
-        for (index, payload) in records {
+        for ((index, payload), header) in records.iter().zip(&headers) {
             // Roll only when the segment already holds a record: no segment is ever
             // left without records, except transiently the last one.
             if pos >= self.opts.segment_size_bytes && pos > SEGMENT_HEADER_BYTES {
-                write_at(&seg, &buf, buf_start)?;
+                write_parts_at(&seg, &parts, buf_start)?;
                 seg.len.store(pos, Ordering::Relaxed);
-                buf.clear();
+                parts.clear();
                 seg = self.start_segment(w, *index, Some(&seg))?;
                 pos = SEGMENT_HEADER_BYTES;
                 buf_start = pos;
@@ -455,10 +462,11 @@ impl SegmentLog {
                 offset: pos,
                 len: payload.len() as u32,
             });
-            encode_record(&mut buf, *index, payload);
+            parts.push(header);
+            parts.push(payload);
             pos += RECORD_HEADER_BYTES + payload.len() as u64;
         }
-        write_at(&seg, &buf, buf_start)?;
+        write_parts_at(&seg, &parts, buf_start)?;
         seg.len.store(pos, Ordering::Relaxed);
         if !w.unsynced.iter().any(|s| Arc::ptr_eq(s, &seg)) {
             w.unsynced.push(seg);
@@ -774,13 +782,19 @@ fn record_crc(header12: &[u8], payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(header12), payload)
 }
 
-fn encode_record(buf: &mut Vec<u8>, index: u64, payload: &[u8]) {
+/// The header of record `index` holding `payload`.
+fn record_header(index: u64, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES as usize] {
     let mut h = [0u8; RECORD_HEADER_BYTES as usize];
     h[0..8].copy_from_slice(&index.to_le_bytes());
     h[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     let crc = record_crc(&h[..12], payload);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
-    buf.extend_from_slice(&h);
+    h
+}
+
+#[cfg(test)]
+fn encode_record(buf: &mut Vec<u8>, index: u64, payload: &[u8]) {
+    buf.extend_from_slice(&record_header(index, payload));
     buf.extend_from_slice(payload);
 }
 
@@ -802,10 +816,33 @@ fn read_record(seg: &Segment, index: u64, loc: Loc) -> Result<Bytes> {
     Ok(Bytes::from(buf).slice(RECORD_HEADER_BYTES as usize..))
 }
 
-fn write_at(seg: &Segment, buf: &[u8], offset: u64) -> Result<()> {
-    seg.file
-        .write_all_at(buf, offset)
-        .map_err(|e| StorageError::io(&seg.path, e))
+/// Slices one `pwritev` takes at most (Linux's `IOV_MAX` is 1024).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes `parts` back to back from `offset`, all of them (a short write goes on where
+/// it stopped; an interrupted one is repeated).
+fn write_parts_at(seg: &Segment, parts: &[&[u8]], mut offset: u64) -> Result<()> {
+    let io = |e: std::io::Error| StorageError::io(&seg.path, e);
+    for group in parts.chunks(MAX_IOVECS) {
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            let at = i64::try_from(offset).map_err(|_| {
+                io(std::io::Error::other(format!("offset {offset} is too large")))
+            })?;
+            match nix::sys::uio::pwritev(&seg.file, rest, at) {
+                Ok(0) => return Err(io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    offset += n as u64;
+                    IoSlice::advance_slices(&mut rest, n);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(io(e.into())),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn le_u32(b: &[u8]) -> u32 {

@@ -169,6 +169,23 @@ fn rollover_spreads_records_over_segments() {
 }
 
 #[test]
+fn one_append_of_more_records_than_one_write_takes() {
+    // 1,500 records are 3,000 slices: several `pwritev` calls, and rollovers in between.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = open_log(dir.path(), 64 * 1024).unwrap();
+        fill(&log, 1..=1500);
+        log.sync().unwrap();
+        assert_holds(&log, 1..=1500);
+        assert!(segment_files(dir.path()).len() > 1);
+    }
+    let (log, report) = open_log(dir.path(), 64 * 1024).unwrap();
+    assert_eq!(report.entries, 1500);
+    assert_eq!(report.torn_tail_bytes_discarded, 0);
+    assert_holds(&log, 1..=1500);
+}
+
+#[test]
 fn truncate_after_within_and_across_segments() {
     // Within a segment, then re-append different payloads at the cut.
     let dir = tempfile::tempdir().unwrap();
