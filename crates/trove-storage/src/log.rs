@@ -829,7 +829,9 @@ fn write_parts_at(seg: &Segment, parts: &[&[u8]], mut offset: u64) -> Result<()>
         IoSlice::advance_slices(&mut rest, 0);
         while !rest.is_empty() {
             let at = i64::try_from(offset).map_err(|_| {
-                io(std::io::Error::other(format!("offset {offset} is too large")))
+                io(std::io::Error::other(format!(
+                    "offset {offset} is too large"
+                )))
             })?;
             match nix::sys::uio::pwritev(&seg.file, rest, at) {
                 Ok(0) => return Err(io(std::io::ErrorKind::WriteZero.into())),
