@@ -376,6 +376,18 @@ fn calls(log: &Log) -> Vec<Call> {
         .collect()
 }
 
+/// The uploads the nodes saw: (node, data message sizes, whether a valid trailer ended it).
+fn uploads(log: &Log) -> Vec<(&'static str, Vec<usize>, bool)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Upload(n, sizes, ok) => Some((*n, sizes.clone(), *ok)),
+            Event::Call(..) => None,
+        })
+        .collect()
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 253) as u8).collect()
 }
@@ -546,15 +558,7 @@ async fn uploads_full_chunks_and_a_trailer_and_replays_after_a_redirect() {
         .await
         .unwrap();
     assert_eq!(info.sha256.as_slice(), Sha256::digest(&data).as_slice());
-    let uploads: Vec<_> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Upload(n, sizes, ok) => Some((*n, sizes.clone(), *ok)),
-            Event::Call(..) => None,
-        })
-        .collect();
+    let uploads = uploads(&log);
     // `a` refused at the header (the fake then reads nothing more); `b` got everything.
     let last = uploads.last().unwrap();
     assert_eq!(last.0, "b");
@@ -593,14 +597,9 @@ async fn an_upload_that_outlasts_the_retry_budget_survives_a_late_leader_change(
         .unwrap();
     assert!(started.elapsed() > Duration::from_millis(1000));
     assert_eq!(info.sha256.as_slice(), Sha256::digest(&data).as_slice());
-    let uploads: Vec<_> = log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::Upload(n, sizes, ok) => Some((*n, sizes.len(), *ok)),
-            Event::Call(..) => None,
-        })
+    let uploads: Vec<_> = uploads(&log)
+        .into_iter()
+        .map(|(n, sizes, ok)| (n, sizes.len(), ok))
         .collect();
     assert_eq!(uploads, vec![("a", 24, true), ("b", 24, true)]);
 

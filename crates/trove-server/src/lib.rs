@@ -43,8 +43,8 @@ use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
 use trove_types::Op;
 use trove_types::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MAX_CLIENT_MESSAGE_BYTES,
-    MAX_PEER_MESSAGE_BYTES,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_MAX_FRAME_BYTES, HTTP2_STREAM_WINDOW_BYTES,
+    MAX_CLIENT_MESSAGE_BYTES, MAX_PEER_MESSAGE_BYTES,
 };
 
 pub use config::{ServerConfig, Tuning, derive_cluster_id, parse_initial_cluster};
@@ -371,6 +371,7 @@ pub async fn run(
         Server::builder()
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(HTTP2_MAX_FRAME_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .add_service(peer_svc)
             .serve_with_incoming_shutdown(accepting(peer_listener), async move {
@@ -409,6 +410,7 @@ pub async fn run(
         Server::builder()
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(HTTP2_MAX_FRAME_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .layer(telemetry::GrpcLayer::new(config.node_id))
             .add_service(health_svc)

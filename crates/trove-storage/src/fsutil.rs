@@ -1,5 +1,5 @@
-//! Small filesystem helpers shared by the storage modules: durable file creation and
-//! directory fsync.
+//! Small filesystem helpers shared by the storage modules: durable file creation,
+//! directory fsync, and a thread that closes files off the caller's path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -182,7 +182,8 @@ mod tests {
         let dropped_by = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
         assert_eq!(dropped_by.as_deref(), Some("test-closer"));
 
-        // A closer whose thread is gone (here: never receives) drops in place.
+        // A closer whose queue is full (here: a rendezvous channel nobody receives on)
+        // drops in place.
         let (full_tx, _rx_kept) = mpsc::sync_channel::<Box<dyn Send>>(0);
         let stuck = Closer { tx: full_tx };
         stuck.close(Witness(tx));

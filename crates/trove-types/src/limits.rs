@@ -54,6 +54,9 @@ pub const BACKUP_QUEUE_MESSAGES: usize = 4;
 pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// HTTP/2 flow-control window per connection (shared by its streams).
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+/// Largest HTTP/2 frame a server accepts (SETTINGS_MAX_FRAME_SIZE). The 16 KiB default
+/// cuts a 1 MiB chunk into 64 DATA frames, each handled on its own.
+pub const HTTP2_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// Default number of keys in one list page.
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
@@ -91,6 +94,8 @@ const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_B
 const _: () = assert!(2 * MAX_APPEND_BATCH_BYTES + CHUNK_SIZE_BYTES <= MAX_PEER_MESSAGE_BYTES);
 const _: () = assert!(HTTP2_STREAM_WINDOW_BYTES as usize >= MAX_APPEND_BATCH_BYTES);
 const _: () = assert!(HTTP2_CONNECTION_WINDOW_BYTES >= HTTP2_STREAM_WINDOW_BYTES);
+// RFC 9113 §6.5.2: SETTINGS_MAX_FRAME_SIZE lies between 2^14 and 2^24 - 1.
+const _: () = assert!(HTTP2_MAX_FRAME_BYTES >= 1 << 14 && HTTP2_MAX_FRAME_BYTES < 1 << 24);
 const _: () = assert!(SNAPSHOT_PIECE_BYTES + 64 * 1024 <= MAX_PEER_MESSAGE_BYTES);
 const _: () = assert!(BACKUP_PIECE_BYTES + 64 * 1024 <= MAX_BACKUP_RECORD_BYTES);
 const _: () = assert!(MAX_BACKUP_RECORD_BYTES <= MAX_CLIENT_MESSAGE_BYTES);
