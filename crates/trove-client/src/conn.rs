@@ -35,6 +35,7 @@ impl Node {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(trove_types::limits::HTTP2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(trove_types::limits::HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(trove_types::limits::HTTP2_MAX_FRAME_BYTES)
             .tcp_nodelay(true);
         Ok(Node {
             addr,

@@ -33,8 +33,8 @@ use trove_proto::raft::{
     Envelope, Reply, SnapshotFileChunk, SnapshotFrame, SnapshotHeader, snapshot_frame,
 };
 use trove_types::limits::{
-    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, MAX_PEER_MESSAGE_BYTES,
-    SNAPSHOT_PIECE_BYTES,
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_MAX_FRAME_BYTES, HTTP2_STREAM_WINDOW_BYTES,
+    MAX_PEER_MESSAGE_BYTES, SNAPSHOT_PIECE_BYTES,
 };
 
 use crate::codec::{decode, encode};
@@ -127,7 +127,8 @@ pub fn peer_endpoint(addr: &str) -> Result<Endpoint, String> {
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES))
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_MAX_FRAME_BYTES))
 }
 
 fn peer_grpc(ch: Channel) -> RaftPeerClient<Channel> {
