@@ -616,9 +616,8 @@ impl SegmentLog {
             self.delete_segment(w, ix, first)?;
         }
         let Some(keep) = keep else {
+            // Every segment was deleted, and the writer's references with them.
             ix.locs.clear();
-            w.current = None;
-            w.unsynced.clear();
             return Ok(());
         };
         let Some((seg, loc)) = ix.lookup(keep)? else {
@@ -657,9 +656,8 @@ impl SegmentLog {
         }
         let firsts: Vec<u64> = ix.segments.keys().copied().collect();
         if index >= last {
+            // Deleting every segment also drops the writer's references to them.
             ix.locs.clear();
-            w.current = None;
-            w.unsynced.clear();
             for first in firsts {
                 self.delete_segment(w, ix, first)?;
             }
@@ -790,12 +788,6 @@ fn record_header(index: u64, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES as usiz
     let crc = record_crc(&h[..12], payload);
     h[12..16].copy_from_slice(&crc.to_le_bytes());
     h
-}
-
-#[cfg(test)]
-fn encode_record(buf: &mut Vec<u8>, index: u64, payload: &[u8]) {
-    buf.extend_from_slice(&record_header(index, payload));
-    buf.extend_from_slice(payload);
 }
 
 fn read_record(seg: &Segment, index: u64, loc: Loc) -> Result<Bytes> {

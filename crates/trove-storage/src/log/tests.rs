@@ -627,8 +627,8 @@ fn frozen_version_1_bytes_still_read() {
     fill(&log, 11..=11);
     let written = fs::read(dir.path().join("seg-00000000000000000009.log")).unwrap();
     assert_eq!(&written[..seg.len()], &seg[..]);
-    let mut expected_rec = Vec::new();
-    encode_record(&mut expected_rec, 11, &payload(11));
+    let mut expected_rec = record_header(11, &payload(11)).to_vec();
+    expected_rec.extend_from_slice(&payload(11));
     assert_eq!(&written[seg.len()..], &expected_rec[..]);
 }
 
