@@ -163,6 +163,19 @@ impl Attempts<'_> {
         self.inner.preferred.store(idx, Ordering::Relaxed);
     }
 
+    /// Records that the current node answered, with the answer's metadata: the node is
+    /// tried first next time, or, if it forwarded the request (the answer names the
+    /// leader it went to), the leader is, so later requests skip the extra hop.
+    pub(crate) fn answered(&self, metadata: &tonic::metadata::MetadataMap) {
+        self.succeeded();
+        if let Some(leader) = metadata
+            .get(trove_proto::LEADER_ADDR_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.prefer(leader);
+        }
+    }
+
     /// Makes the node at `addr` (a leader a node forwarded to) the one tried first by
     /// the next requests.
     pub(crate) fn prefer(&self, addr: &str) {

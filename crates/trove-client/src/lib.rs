@@ -150,15 +150,7 @@ impl Client {
         let node = attempts.node();
         match tokio::time::timeout(timeout, call(node.channel())).await {
             Ok(Ok(resp)) => {
-                attempts.succeeded();
-                // The node forwarded it to the leader: go to the leader next time.
-                if let Some(leader) = resp
-                    .metadata()
-                    .get(trove_proto::LEADER_ADDR_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    attempts.prefer(leader);
-                }
+                attempts.answered(resp.metadata());
                 Ok(resp.into_inner())
             }
             Ok(Err(st)) => Err(map_status(&st)),

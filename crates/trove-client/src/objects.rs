@@ -226,8 +226,8 @@ impl Client {
                 .upload_attempt(&attempts.node(), &header, &mut upload, progress.as_ref())
                 .await
             {
-                Ok(info) => {
-                    attempts.succeeded();
+                Ok((metadata, info)) => {
+                    attempts.answered(&metadata);
                     return Ok(info);
                 }
                 Err(AttemptError::Local(e)) => return Err(e),
@@ -241,13 +241,15 @@ impl Client {
     }
 
     /// One attempt: streams header, replayed chunks, new chunks and trailer to `node`.
+    /// Returns the answer's metadata (it names the leader if `node` forwarded the upload)
+    /// and the stored object's info.
     async fn upload_attempt(
         &self,
         node: &crate::conn::Node,
         header: &pb::PutObjectRequest,
         upload: &mut Upload,
         progress: Option<&ProgressFn>,
-    ) -> std::result::Result<ObjectInfo, AttemptError> {
+    ) -> std::result::Result<(tonic::metadata::MetadataMap, ObjectInfo), AttemptError> {
         let idle = self.inner.cfg.request_timeout;
         let (tx, rx) = mpsc::channel(UPLOAD_QUEUE_MESSAGES);
         let mut client = objects_client(node.channel());
@@ -288,11 +290,14 @@ impl Client {
             }
         };
         match result {
-            Ok(resp) => match resp.into_inner().object {
-                Some(info) => object_info(info).map_err(AttemptError::Local),
-                None => Err(AttemptError::Local(TroveError::internal(
-                    "the server's put response has no object info",
-                ))),
+            Ok(resp) => match resp.into_parts() {
+                (metadata, pb::PutObjectResponse { object: Some(info) }, _) => {
+                    let info = object_info(info).map_err(AttemptError::Local)?;
+                    Ok((metadata, info))
+                }
+                (_, pb::PutObjectResponse { object: None }, _) => Err(AttemptError::Local(
+                    TroveError::internal("the server's put response has no object info"),
+                )),
             },
             Err(st) => Err(AttemptError::Remote(map_status(&st))),
         }

@@ -5,6 +5,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tonic::codec::Streaming;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use trove_proto::v1 as pb;
 use trove_proto::v1::get_object_response::Part;
@@ -97,9 +98,9 @@ impl Client {
             let err = match tokio::time::timeout(idle, open_once(node.channel(), request.clone()))
                 .await
             {
-                Ok(Ok(opened)) => {
-                    attempts.succeeded();
-                    return Ok(opened);
+                Ok(Ok((metadata, info, stream))) => {
+                    attempts.answered(&metadata);
+                    return Ok((info, stream));
                 }
                 Ok(Err(e)) => e,
                 Err(_) => TroveError::DeadlineExceeded(format!(
@@ -112,19 +113,21 @@ impl Client {
     }
 }
 
+/// Opens a download on one node: the response's metadata (it names the leader if the
+/// node forwarded the request), the object's info and the rest of the stream.
 async fn open_once(
     ch: Channel,
     request: pb::GetObjectRequest,
-) -> Result<(ObjectInfo, Streaming<pb::GetObjectResponse>)> {
-    let mut stream = objects_client(ch)
+) -> Result<(MetadataMap, ObjectInfo, Streaming<pb::GetObjectResponse>)> {
+    let (metadata, mut stream, _) = objects_client(ch)
         .get(request)
         .await
         .map_err(|st| map_status(&st))?
-        .into_inner();
+        .into_parts();
     match stream.message().await.map_err(|st| map_status(&st))? {
         Some(pb::GetObjectResponse {
             part: Some(Part::Info(info)),
-        }) => Ok((object_info(info)?, stream)),
+        }) => Ok((metadata, object_info(info)?, stream)),
         Some(_) => Err(TroveError::internal(
             "the download did not start with the object's info",
         )),

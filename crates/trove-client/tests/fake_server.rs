@@ -50,6 +50,9 @@ struct FakeNode {
     /// The next upload reads each data message after this pause, then fails with this
     /// status instead of storing the object (a leader change after the data was taken).
     slow_failing_upload: Mutex<Option<(Duration, Status)>>,
+    /// Answers as a follower that forwarded the call to the leader at this address: the
+    /// response names it (`x-trove-leader`).
+    forwarded_to: Mutex<Option<String>>,
 }
 
 impl FakeNode {
@@ -62,7 +65,18 @@ impl FakeNode {
             object: Mutex::new(None),
             break_gets: Mutex::new(0),
             slow_failing_upload: Mutex::new(None),
+            forwarded_to: Mutex::new(None),
         })
+    }
+
+    /// `resp`, naming the leader as a forwarding node's answer does.
+    fn answer<T>(&self, resp: T) -> Response<T> {
+        let mut resp = Response::new(resp);
+        if let Some(leader) = self.forwarded_to.lock().unwrap().clone() {
+            resp.metadata_mut()
+                .insert(trove_proto::LEADER_ADDR_HEADER, leader.parse().unwrap());
+        }
+        resp
     }
 
     fn fail_next(&self, st: Status) {
@@ -230,7 +244,7 @@ impl Objects for FakeNode {
                 "upload ended without a valid trailer",
             ));
         }
-        Ok(Response::new(pb::PutObjectResponse {
+        Ok(self.answer(pb::PutObjectResponse {
             object: Some(info_for(&data)),
         }))
     }
@@ -264,7 +278,7 @@ impl Objects for FakeNode {
             msgs.truncate(2);
             msgs.push(Err(Status::unavailable("node stopping")));
         }
-        Ok(Response::new(Box::pin(futures::stream::iter(msgs))))
+        Ok(self.answer(Box::pin(futures::stream::iter(msgs)) as GetStream))
     }
 
     async fn head(
@@ -578,6 +592,47 @@ async fn uploads_full_chunks_and_a_trailer_and_replays_after_a_redirect() {
         .await
         .unwrap();
     assert_eq!(info.size, data.len() as u64);
+}
+
+#[tokio::test]
+async fn after_a_forwarded_upload_or_download_the_client_goes_to_the_leader() {
+    let log = Log::default();
+    let (a, b) = (FakeNode::new("a", &log), FakeNode::new("b", &log));
+    let (a_addr, b_addr) = (a.serve().await, b.serve().await);
+    // `a` is a follower: it forwards to `b` and its answers name `b`.
+    *a.forwarded_to.lock().unwrap() = Some(b_addr.clone());
+    let data = Bytes::from(pattern(CHUNK_SIZE_BYTES + 10));
+    for n in [&a, &b] {
+        *n.object.lock().unwrap() = Some((info_for(&data), data.clone()));
+    }
+    let c = client(&[&a_addr, &b_addr], 2000, 10_000);
+    c.put_object_bytes("bkt", "obj", data.clone())
+        .await
+        .unwrap();
+    c.put_object_bytes("bkt", "obj", data.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        uploads(&log).iter().map(|u| u.0).collect::<Vec<_>>(),
+        ["a", "b"],
+        "the second upload goes straight to the leader"
+    );
+
+    let c = client(&[&a_addr, &b_addr], 2000, 10_000);
+    for _ in 0..2 {
+        let (_, got) = c.get_object_bytes("bkt", "obj").await.unwrap();
+        assert_eq!(got, data);
+    }
+    let gets: Vec<_> = calls(&log)
+        .into_iter()
+        .filter(|c| c.1 == "object.get")
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(
+        gets,
+        ["a", "b"],
+        "the second download goes straight to the leader"
+    );
 }
 
 #[tokio::test]
