@@ -193,12 +193,44 @@ impl Node {
         Ok(ch)
     }
 
-    /// Forwards a request to the leader's client API, marking it as forwarded.
+    /// Forwards a unary request to the leader's client API, marking it as forwarded. The
+    /// leader must answer within a minute.
     pub async fn forward<T, R, F, Fut>(
         &self,
         addr: &str,
         msg: T,
         call: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Channel, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        self.forward_within(addr, msg, call, Some(Duration::from_secs(60)))
+            .await
+    }
+
+    /// Forwards an upload or a download: like [`Self::forward`] but with no deadline on
+    /// the whole call, which may take hours for a large object. The client's own idle
+    /// limits still apply, and a broken stream ends the call.
+    pub async fn forward_stream<T, R, F, Fut>(
+        &self,
+        addr: &str,
+        msg: T,
+        call: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Channel, Request<T>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        self.forward_within(addr, msg, call, None).await
+    }
+
+    async fn forward_within<T, R, F, Fut>(
+        &self,
+        addr: &str,
+        msg: T,
+        call: F,
+        deadline: Option<Duration>,
     ) -> Result<Response<R>, Status>
     where
         F: FnOnce(Channel, Request<T>) -> Fut,
@@ -210,7 +242,9 @@ impl Node {
             FORWARDED_KEY,
             tonic::metadata::MetadataValue::from_static("1"),
         );
-        req.set_timeout(Duration::from_secs(60));
+        if let Some(d) = deadline {
+            req.set_timeout(d);
+        }
         let mut resp = call(ch, req).await?;
         // Tell the client where the leader is, so its next request skips this hop.
         if let Ok(v) = tonic::metadata::MetadataValue::try_from(addr) {

@@ -482,7 +482,7 @@ impl Objects for ObjectsService {
                 let incoming = req.into_inner();
                 let out = tokio_stream::StreamExt::map_while(incoming, |r| r.ok());
                 self.node
-                    .forward(&addr, out, |ch, r| async move { client(ch).put(r).await })
+                    .forward_stream(&addr, out, |ch, r| async move { client(ch).put(r).await })
                     .await
             }
             Route::Local => {
@@ -503,12 +503,14 @@ impl Objects for ObjectsService {
         {
             let resp = self
                 .node
-                .forward(&addr, req.into_inner(), |ch, r| async move {
+                .forward_stream(&addr, req.into_inner(), |ch, r| async move {
                     client(ch).get(r).await
                 })
                 .await?;
-            let s: GetStream = Box::pin(resp.into_inner());
-            return Ok(Response::new(s));
+            // Keep the metadata: it names the leader for the client's next request.
+            let (metadata, stream, extensions) = resp.into_parts();
+            let s: GetStream = Box::pin(stream);
+            return Ok(Response::from_parts(metadata, s, extensions));
         }
         let s = self.get_local(req.into_inner()).map_err(status)?;
         Ok(Response::new(s))
