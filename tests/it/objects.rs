@@ -342,3 +342,76 @@ async fn object_bad_input_changes_nothing() {
     })
     .await;
 }
+
+/// A reader that hands out `data` a piece at a time, one piece per `every`: an upload
+/// from a slow source.
+fn trickle(data: DataGen, piece: u64, every: Duration) -> tokio::io::DuplexStream {
+    let (mut tx, rx) = tokio::io::duplex(piece as usize);
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut offset = 0;
+        while offset < data.size {
+            let end = (offset + piece).min(data.size);
+            if tx.write_all(&data.slice(offset, end)).await.is_err() {
+                return;
+            }
+            offset = end;
+            tokio::time::sleep(every).await;
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_through_a_follower_may_take_longer_than_a_minute() {
+    // A follower forwards an upload to the leader. The forwarded call once carried the
+    // one-minute deadline of forwarded unary calls, so the leader cut off any upload
+    // through a follower after 60 s. This one takes about 70 s.
+    let seed = test_seed("upload_through_a_follower");
+    let mut cluster = Cluster::start(3).await;
+    deadline(TEST_TIMEOUT, async {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let follower = cluster
+            .all_ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a follower");
+        cluster
+            .client()
+            .create_bucket("slow")
+            .await
+            .expect("create bucket");
+        // The upload is this client's first request: after a forwarded answer the SDK
+        // goes to the leader itself.
+        let c = cluster.client_for(follower);
+        let data = DataGen::new(seed, 35 * MIB);
+        let t = Instant::now();
+        let info = c
+            .put_object(
+                "slow",
+                "trickled",
+                trickle(data, MIB / 2, Duration::from_secs(1)),
+                Some(data.size),
+                None,
+            )
+            .await
+            .expect("a 70-second upload through a follower");
+        assert!(
+            t.elapsed() > Duration::from_secs(61),
+            "the upload took {:.1?}; it must outlast the one-minute deadline",
+            t.elapsed()
+        );
+        assert_eq!(hex::encode(info.sha256), hex::encode(data.sha256()));
+        let got = read_range(
+            &cluster.client(),
+            "slow",
+            "trickled",
+            None,
+            Consistency::Linearizable,
+        )
+        .await;
+        assert_eq!(got.len() as u64, data.size);
+        assert_eq!(got, data.bytes(), "what was uploaded slowly reads back");
+    })
+    .await;
+}
