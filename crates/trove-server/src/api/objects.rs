@@ -239,9 +239,6 @@ impl ObjectsService {
             inflight
                 .push_back(submit_chunk(node, upload_id, buf.split().freeze(), &mut chunks).await?);
         }
-        while !inflight.is_empty() {
-            wait_chunk(&mut inflight).await?;
-        }
         let digest: [u8; 32] = hasher.finalize();
         if trailer.sha256.len() != 32 {
             return Err(TroveError::invalid(format!(
@@ -263,9 +260,13 @@ impl ObjectsService {
                 "upload declared {size} bytes but sent {total}; nothing was stored"
             )));
         }
-        let ok = self
+        // The manifest enters the log right behind its chunks, without waiting for them
+        // to be applied: entries apply in log order, and applying the commit checks that
+        // the upload holds exactly the manifest's chunks, so a refused chunk fails the
+        // commit too. This saves the wait for the last chunk's round and file write.
+        let commit = self
             .node
-            .propose_ok(
+            .submit(
                 rid,
                 Op::CommitObject {
                     upload_id,
@@ -276,7 +277,13 @@ impl ObjectsService {
                     chunks,
                 },
             )
-            .await;
+            .await?;
+        while !inflight.is_empty() {
+            wait_chunk(&mut inflight).await?;
+        }
+        let ok = commit
+            .await
+            .and_then(|(_, res)| res.map_err(TroveError::from));
         match ok {
             Ok(OpOk::Object {
                 revision,

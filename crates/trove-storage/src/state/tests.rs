@@ -368,6 +368,28 @@ fn uploads_commit_overwrite_abort_and_delete() {
     assert_eq!(h.store.counts().unwrap().uploads, 0);
     assert!(!h.store.chunks().contains(&c1.0.hash));
 
+    // The leader proposes a commit right behind its chunks, without waiting for their
+    // outcomes (the upload path in trove-server): a commit listing a chunk that was
+    // refused must fail, and aborting the upload leaves nothing behind.
+    let before = h.store.digest().unwrap();
+    assert_eq!(h.run(put_chunk(5, &c3)), Ok(OpOk::Done));
+    let refused = Op::PutChunk {
+        upload_id: 5,
+        hash: c4.0.hash,
+        data: c3.1.clone(),
+    };
+    assert!(matches!(h.run(refused), Err(OpError::ChecksumMismatch(_))));
+    assert!(matches!(
+        h.run(commit(5, "bkt", "y", &[c3.0, c4.0])),
+        Err(OpError::BadUpload(_))
+    ));
+    assert_eq!(h.run(Op::AbortUpload { upload_id: 5 }), Ok(OpOk::Done));
+    assert_eq!(
+        h.store.digest().unwrap(),
+        before,
+        "nothing of upload 5 is left"
+    );
+
     assert_eq!(h.run(put_chunk(1, &c1)), Ok(OpOk::Done));
     assert_eq!(h.run(put_chunk(1, &c2)), Ok(OpOk::Done));
     assert!(h.store.chunks().contains(&c1.0.hash));
