@@ -415,3 +415,42 @@ async fn an_upload_through_a_follower_may_take_longer_than_a_minute() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_through_a_follower_tells_the_client_where_the_leader_is() {
+    // A client that knows only a follower downloads once (the follower forwards to the
+    // leader, and its answer names the leader); with the follower gone, its next
+    // download must go to the leader by itself.
+    let seed = test_seed("download_through_a_follower");
+    let mut cluster = Cluster::start(3).await;
+    deadline(TEST_TIMEOUT, async {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let follower = cluster
+            .all_ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a follower");
+        let data = DataGen::new(seed, 3 * MIB + 5);
+        let all = cluster.client();
+        all.create_bucket("fwd").await.expect("create bucket");
+        all.put_object("fwd", "obj", data.reader(), Some(data.size), None)
+            .await
+            .expect("put");
+
+        let mut cfg = trove_client::ClientConfig::new([cluster.node(follower).client_addr.clone()]);
+        cfg.retry_budget = Duration::from_secs(3);
+        let c = Client::new(cfg).expect("client");
+        let (_, got) = c
+            .get_object_bytes("fwd", "obj")
+            .await
+            .expect("get via follower");
+        assert_eq!(got, data.bytes());
+        cluster.kill9(follower);
+        let (_, got) = c
+            .get_object_bytes("fwd", "obj")
+            .await
+            .expect("the second download goes to the leader the follower named");
+        assert_eq!(got, data.bytes());
+    })
+    .await;
+}
