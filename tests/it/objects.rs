@@ -362,6 +362,16 @@ fn trickle(data: DataGen, piece: u64, every: Duration) -> tokio::io::DuplexStrea
     rx
 }
 
+/// A node that is not the leader, once there is one.
+async fn a_follower(cluster: &mut Cluster) -> u64 {
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    cluster
+        .all_ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_through_a_follower_may_take_longer_than_a_minute() {
     // A follower forwards an upload to the leader. The forwarded call once carried the
@@ -370,12 +380,7 @@ async fn an_upload_through_a_follower_may_take_longer_than_a_minute() {
     let seed = test_seed("upload_through_a_follower");
     let mut cluster = Cluster::start(3).await;
     deadline(TEST_TIMEOUT, async {
-        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-        let follower = cluster
-            .all_ids()
-            .into_iter()
-            .find(|&id| id != leader)
-            .expect("a follower");
+        let follower = a_follower(&mut cluster).await;
         cluster
             .client()
             .create_bucket("slow")
@@ -424,12 +429,7 @@ async fn a_download_through_a_follower_tells_the_client_where_the_leader_is() {
     let seed = test_seed("download_through_a_follower");
     let mut cluster = Cluster::start(3).await;
     deadline(TEST_TIMEOUT, async {
-        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-        let follower = cluster
-            .all_ids()
-            .into_iter()
-            .find(|&id| id != leader)
-            .expect("a follower");
+        let follower = a_follower(&mut cluster).await;
         let data = DataGen::new(seed, 3 * MIB + 5);
         let all = cluster.client();
         all.create_bucket("fwd").await.expect("create bucket");
