@@ -6,15 +6,16 @@
 
 use std::time::Duration;
 
-/// Voluntary context switches (a thread going to sleep) of sled's IO threads so far
-/// (Linux: `/proc/self/task`).
-fn io_thread_switches() -> u64 {
-    let mut total = 0;
+/// sled's IO threads and their voluntary context switches (a thread going to sleep) so
+/// far (Linux: `/proc/self/task`).
+fn io_thread_switches() -> (usize, u64) {
+    let (mut threads, mut total) = (0, 0);
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if !comm.starts_with("sled-io") {
             continue;
         }
+        threads += 1;
         let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
         total += status
             .lines()
@@ -22,7 +23,7 @@ fn io_thread_switches() -> u64 {
             .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
             .sum::<u64>();
     }
-    total
+    (threads, total)
 }
 
 #[test]
@@ -44,15 +45,24 @@ fn a_write_batch_wakes_one_io_thread_per_buffer_write() {
     // One batch at a time with a pause between, as a lightly loaded node applies them:
     // the pool's threads are asleep when each job arrives.
     let n = 200;
-    let before = io_thread_switches();
+    let (threads, before) = io_thread_switches();
+    // Without them the count below would be zero and prove nothing.
+    assert!(
+        threads >= 7,
+        "found {threads} sled-io threads; sled names them sled-io-N"
+    );
     for i in 0..n {
         db.apply_batch(batch(i)).unwrap();
         std::thread::sleep(Duration::from_micros(500));
     }
-    let per_batch = (io_thread_switches() - before) as f64 / n as f64;
+    let per_batch = (io_thread_switches().1 - before) as f64 / n as f64;
     // Each batch hands sled's pool its buffer writes. Waking every idle thread for each
     // (upstream sled) measured about 12 switches per batch here; one thread per job
     // about 5.
+    assert!(
+        per_batch >= 1.0,
+        "{per_batch:.1} IO-thread context switches per batch: the pool did no work?"
+    );
     assert!(
         per_batch < 8.0,
         "{per_batch:.1} IO-thread context switches per write batch: is sled's pool waking all its threads again?"
