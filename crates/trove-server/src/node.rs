@@ -194,7 +194,7 @@ impl Node {
     }
 
     /// Forwards a unary request to the leader's client API, marking it as forwarded. The
-    /// leader must answer within a minute.
+    /// leader must answer within `FORWARDED_CALL_TIMEOUT_MS`.
     pub async fn forward<T, R, F, Fut>(
         &self,
         addr: &str,
@@ -205,8 +205,15 @@ impl Node {
         F: FnOnce(Channel, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
-        self.forward_within(addr, msg, call, Some(Duration::from_secs(60)))
-            .await
+        self.forward_within(
+            addr,
+            msg,
+            call,
+            Some(Duration::from_millis(
+                trove_types::limits::FORWARDED_CALL_TIMEOUT_MS,
+            )),
+        )
+        .await
     }
 
     /// Forwards an upload or a download: like [`Self::forward`] but with no deadline on

@@ -88,6 +88,9 @@ pub const ADMIN_STORAGE_REFRESH_MS: u64 = 10_000;
 pub const MAX_ADMIN_REQUEST_BYTES: usize = 64 * 1024;
 /// How long the status page waits for the leader's view before showing its own.
 pub const ADMIN_LEADER_STATUS_TIMEOUT_MS: u64 = 1_000;
+/// How long a follower waits for the leader's answer to a unary request it forwarded.
+/// Forwarded uploads and downloads have no such limit (they may take hours).
+pub const FORWARDED_CALL_TIMEOUT_MS: u64 = 60_000;
 
 const _: () = assert!(CHUNK_SIZE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
