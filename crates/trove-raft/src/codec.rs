@@ -18,6 +18,10 @@ pub enum CodecError {
     Version(u8),
     #[error("postcard: {0}")]
     Postcard(#[from] postcard::Error),
+    #[error("a chunk of {0} bytes is too large to store")]
+    TooLarge(usize),
+    #[error("a record stored as a chunk entry holds another kind of entry")]
+    NotAChunk,
 }
 
 impl From<CodecError> for std::io::Error {

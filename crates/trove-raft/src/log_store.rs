@@ -24,11 +24,14 @@ use futures::Stream;
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::{Deserialize, Serialize};
+use trove_storage::chunks::ChunkStore;
 use trove_storage::log::{LogOptions, SegmentLog};
 use trove_storage::meta::MetaFile;
 use trove_types::limits::{MAX_APPEND_BATCH_BYTES, RECENT_LOG_ENTRY_BYTES};
 
 use crate::codec::{check_version, decode, encode};
+
+mod records;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Durable Raft metadata kept in the meta file.
@@ -62,13 +65,15 @@ struct Shared {
     last_log_id: Mutex<Option<LogId>>,
     /// The newest appended entries, always a suffix of the log (see [`Recent`]).
     recent: Mutex<Recent>,
+    /// Where chunk entries keep their payload (see [`records`]).
+    chunks: ChunkStore,
     /// Test-only fault injection (the `failpoints` feature).
     #[cfg(feature = "failpoints")]
     failpoints: crate::failpoints::Failpoints,
 }
 
 /// The most recently appended entries, in index order and contiguous, at most
-/// [`RECENT_LOG_ENTRY_BYTES`] of their encoding (always at least the last entry). It is
+/// [`RECENT_LOG_ENTRY_BYTES`] of memory (always at least the last entry). It is
 /// a suffix of the log at all times: entries are added after they are written, removed
 /// before a truncation or purge removes them from the file. Replication reads an entry
 /// just after its append and apply just after its commit; serving those from here saves
@@ -80,7 +85,7 @@ struct Recent {
 }
 
 impl Recent {
-    fn push(&mut self, entry: Entry, encoded_len: usize) {
+    fn push(&mut self, entry: Entry, held_bytes: usize) {
         if self
             .entries
             .back()
@@ -90,8 +95,8 @@ impl Recent {
             // rather than serve a gap.
             self.clear();
         }
-        self.bytes += encoded_len;
-        self.entries.push_back((entry, encoded_len));
+        self.bytes += held_bytes;
+        self.entries.push_back((entry, held_bytes));
         while self.bytes > RECENT_LOG_ENTRY_BYTES && self.entries.len() > 1 {
             if let Some((_, len)) = self.entries.pop_front() {
                 self.bytes -= len;
@@ -208,8 +213,9 @@ fn unreadable(path: &Path, e: crate::codec::CodecError) -> io::Error {
 }
 
 impl LogStore {
-    /// Opens the log in `dir/log` and the meta file `dir/raft-meta`.
-    pub fn open(dir: &Path) -> io::Result<LogStore> {
+    /// Opens the log in `dir/log` and the meta file `dir/raft-meta`; chunk entries keep
+    /// their payload in `chunks` (see [`records`]).
+    pub fn open(dir: &Path, chunks: ChunkStore) -> io::Result<LogStore> {
         trove_storage::fsutil::create_dir_durable(dir)?;
         let (meta_file, payload) = MetaFile::open(&dir.join("raft-meta"))?;
         let rec: RaftMetaRecord = match payload {
@@ -260,13 +266,36 @@ impl LogStore {
         if let Some(p) = &rec.last_purged {
             log.purge_upto(p.index)?;
         }
+        if let Some(missing) = pin_chunks(&log, &chunks)? {
+            // The records verify, but a payload they rely on is gone: the same damage
+            // as a bad record there, handled the same way.
+            write_marker(dir, REBUILD_MARKER, "trove-rebuild-state 1\n")?;
+            let aside = dir.join(format!("log-damaged-{}", unix_now()));
+            let salvage = trove_storage::log::set_aside_from(
+                &log,
+                &log_dir,
+                &aside,
+                missing.index,
+                missing.detail,
+            )?;
+            chunks.unpin_after(salvage.kept_through);
+            write_marker(
+                dir,
+                RESEED_MARKER,
+                &format!(
+                    "trove-reseed 1\nraft log damaged from index {} ({}); damaged segments copied to {}\n",
+                    salvage.first_damaged,
+                    salvage.detail,
+                    salvage.set_aside.display()
+                ),
+            )?;
+        }
         let last_log_id = match log.last_index() {
             Some(i) => {
                 let bytes = log
                     .read(i)?
                     .ok_or_else(|| io_err(format!("last log entry {i} unreadable")))?;
-                let e: Entry = decode(&bytes)?;
-                Some(e.log_id)
+                Some(records::decode(&bytes)?.entry.log_id)
             }
             None => rec.last_purged,
         };
@@ -280,6 +309,7 @@ impl LogStore {
             }),
             last_log_id: Mutex::new(last_log_id),
             recent: Mutex::new(Recent::default()),
+            chunks,
             #[cfg(feature = "failpoints")]
             failpoints,
         });
@@ -309,7 +339,7 @@ impl LogStore {
         let log_dir = dir.join("log");
         let found = trove_storage::log::inspect_log_dir(&log_dir)?;
         if let Some(payload) = found.last_payload {
-            check_version(&payload).map_err(|e| unreadable(&log_dir, e))?;
+            records::check_version(&payload).map_err(|e| unreadable(&log_dir, e))?;
         }
         Ok(())
     }
@@ -401,6 +431,91 @@ impl LogStore {
 
 /// Group commit: wait for one request, take every request queued behind it, fdatasync
 /// once, complete them all.
+/// A chunk entry whose payload file is missing or has the wrong length.
+struct MissingPayload {
+    index: u64,
+    detail: String,
+}
+
+/// Pins every chunk the log holds by name (so that its file outlives any release until
+/// the log drops the entry) and checks each file is there with its length. Returns the
+/// first entry whose file is not: the log is damaged from there on.
+fn pin_chunks(log: &SegmentLog, chunks: &ChunkStore) -> io::Result<Option<MissingPayload>> {
+    let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+        return Ok(None);
+    };
+    let mut next = first;
+    while next <= last {
+        let recs = log.read_range(next, last + 1, MAX_APPEND_BATCH_BYTES)?;
+        let Some((end, _)) = recs.last() else {
+            break;
+        };
+        next = end + 1;
+        for (idx, b) in recs {
+            let Some((hash, len)) = records::decode(&b)?.by_name else {
+                continue;
+            };
+            chunks.pin(idx, hash);
+            let found = chunks.file_len(&hash)?;
+            if found != Some(u64::from(len)) {
+                let what = found.map_or("missing".to_string(), |n| format!("{n} bytes long"));
+                return Ok(Some(MissingPayload {
+                    index: idx,
+                    detail: format!(
+                        "entry {idx} keeps its {len} bytes in {}, which is {what}",
+                        chunks.path_of(&hash).display()
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl Shared {
+    /// For a chunk entry: makes its chunk file durable and pins it, so that the log
+    /// record can hold the chunk by name (returns true). A payload that does not hash to
+    /// its name is kept in the record instead (false), for apply to refuse as before.
+    fn store_chunk(&self, e: &Entry) -> io::Result<bool> {
+        let Some((hash, data)) = records::chunk_of(e) else {
+            return Ok(false);
+        };
+        let index = e.log_id.index;
+        // Pinned before the file is looked for: a concurrent removal either happened
+        // before (and `put` writes the file again) or skips it.
+        self.chunks.pin(index, hash);
+        match self.chunks.put_for_log(&hash, data) {
+            Ok(()) => Ok(true),
+            Err(trove_storage::StorageError::ChecksumMismatch(_)) => {
+                self.chunks.unpin(index);
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decodes record `idx`, reading a chunk entry's payload back from its file (which
+    /// verifies it against its name).
+    fn load(&self, idx: u64, b: &[u8]) -> io::Result<Entry> {
+        let records::Stored { mut entry, by_name } = records::decode(b)?;
+        if let Some((hash, len)) = by_name {
+            let data = self
+                .chunks
+                .get(&hash)
+                .ok()
+                .filter(|d| d.len() as u64 == u64::from(len))
+                .ok_or_else(|| {
+                    io_err(format!(
+                        "raft log entry {idx} keeps its payload in {}, which is missing or damaged. Restart the node: it sets the damaged part of its log aside and is re-seeded by its peers before it votes again",
+                        self.chunks.path_of(&hash).display()
+                    ))
+                })?;
+            records::fill(&mut entry, data);
+        }
+        Ok(entry)
+    }
+}
+
 fn flusher_loop(shared: Arc<Shared>, rx: Receiver<FlushRequest>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -473,7 +588,7 @@ impl LogReader {
         let recs = self.shared.log.read_range(start, end, max_bytes)?;
         recs.into_iter()
             .map(|(idx, b)| {
-                let e: Entry = decode(&b)?;
+                let e = self.shared.load(idx, &b)?;
                 if e.log_id.index != idx {
                     return Err(io_err(format!(
                         "log record {idx} holds entry {}: corrupt log",
@@ -598,7 +713,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match self.shared.log.read(c.index)? {
             Some(b) => {
-                let e: Entry = decode(&b)?;
+                let e = records::decode(&b)?.entry;
                 Ok((e.log_id == c).then_some(c))
             }
             None => Ok(None),
@@ -619,8 +734,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut appended = Vec::new();
         for e in entries {
             last = Some(e.log_id);
-            let encoded = encode(&e)?;
-            appended.push((e.clone(), encoded.len()));
+            let by_name = self.shared.store_chunk(&e)?;
+            let encoded = records::encode(&e, by_name)?;
+            // Memory is what bounds the recent entries: a chunk stored by name still
+            // holds its bytes here.
+            let held = match records::chunk_of(&e) {
+                Some((_, data)) if by_name => encoded.len() + data.len(),
+                _ => encoded.len(),
+            };
+            appended.push((e.clone(), held));
             recs.push((e.log_id.index, bytes::Bytes::from(encoded)));
         }
         self.shared.log.append(recs)?;
@@ -648,6 +770,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.shared
             .log
             .truncate_after(last_log_id.map(|l| l.index))?;
+        self.shared.chunks.unpin_after(last_log_id.map(|l| l.index));
         let purged = self.shared.meta.lock().map_err(io_err)?.rec.last_purged;
         let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
         // Truncating after a point beyond the end changes nothing.
@@ -668,6 +791,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_err)?
             .purge_upto(log_id.index);
         self.shared.log.purge_upto(log_id.index)?;
+        self.shared.chunks.unpin_through(log_id.index);
         let mut last = self.shared.last_log_id.lock().map_err(io_err)?;
         if last.is_none_or(|l| l.index < log_id.index) {
             *last = Some(log_id);

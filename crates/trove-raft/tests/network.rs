@@ -84,8 +84,8 @@ struct Follower {
 
 async fn follower(serve: Serve) -> Follower {
     let dir = TempDir::new().unwrap();
-    let log = LogStore::open(&dir.path().join("raft")).unwrap();
     let chunks = ChunkStore::open(&dir.path().join("chunks")).unwrap();
+    let log = LogStore::open(&dir.path().join("raft"), chunks.clone()).unwrap();
     let store = Arc::new(StateStore::open(&dir.path().join("state"), chunks.clone()).unwrap());
     let sm = StateMachine::open(store, &dir.path().join("snapshots")).unwrap();
     let incoming = sm.incoming_dir();

@@ -17,9 +17,15 @@ use trove_storage::chunks::ChunkStore;
 use trove_storage::state::StateStore;
 use trove_types::{Command, Op};
 
+/// The log store of the node directory `dir`, with its chunk store (chunk entries keep
+/// their payload there).
+fn open_log(dir: &std::path::Path) -> std::io::Result<LogStore> {
+    LogStore::open(&dir.join("raft"), ChunkStore::open(&dir.join("chunks"))?)
+}
+
 fn open(dir: &std::path::Path) -> std::io::Result<(LogStore, StateMachine)> {
-    let log = LogStore::open(&dir.join("raft"))?;
     let chunks = ChunkStore::open(&dir.join("chunks"))?;
+    let log = LogStore::open(&dir.join("raft"), chunks.clone())?;
     let store = Arc::new(StateStore::open(&dir.join("state"), chunks)?);
     let sm = StateMachine::open(store, &dir.join("snapshots"))?;
     Ok((log, sm))
@@ -87,7 +93,7 @@ async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) {
 async fn reopen_keeps_vote_log_and_commit() {
     let td = TempDir::new().unwrap();
     {
-        let mut log = LogStore::open(&td.path().join("raft")).unwrap();
+        let mut log = open_log(td.path()).unwrap();
         let vote = Vote::new(3, 2);
         log.save_vote(&vote).await.unwrap();
         append_durably(
@@ -100,7 +106,7 @@ async fn reopen_keeps_vote_log_and_commit() {
         log.purge(log_id(3, 4)).await.unwrap();
         // Dropped here without any shutdown call.
     }
-    let mut log = LogStore::open(&td.path().join("raft")).unwrap();
+    let mut log = open_log(td.path()).unwrap();
     let mut reader = log.get_log_reader().await;
     assert_eq!(reader.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     let st = log.get_log_state().await.unwrap();
@@ -118,11 +124,11 @@ async fn reopen_keeps_vote_log_and_commit() {
 async fn committed_beyond_log_is_ignored() {
     let td = TempDir::new().unwrap();
     {
-        let mut log = LogStore::open(&td.path().join("raft")).unwrap();
+        let mut log = open_log(td.path()).unwrap();
         append_durably(&mut log, (1..=5).map(|i| entry(1, i, "k")).collect()).await;
         log.save_committed(Some(log_id(1, 9))).await.unwrap();
     }
-    let mut log = LogStore::open(&td.path().join("raft")).unwrap();
+    let mut log = open_log(td.path()).unwrap();
     assert_eq!(log.read_committed().await.unwrap(), None);
 }
 
@@ -412,8 +418,7 @@ async fn check_reads(log: &mut LogStore, model: &Model, roll: &mut Roll) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_reads_match_the_log_through_truncations_and_purges() {
     let td = TempDir::new().unwrap();
-    let dir = td.path().join("raft");
-    let mut log = LogStore::open(&dir).unwrap();
+    let mut log = open_log(td.path()).unwrap();
     let mut model = Model::new();
     let (mut truncated, mut purged) = (0, 0);
     let mut next = 0u64;
@@ -467,7 +472,7 @@ async fn log_reads_match_the_log_through_truncations_and_purges() {
     );
     drop(log);
     // The file alone (nothing is in memory after a reopen) holds the same entries.
-    let mut log = LogStore::open(&dir).unwrap();
+    let mut log = open_log(td.path()).unwrap();
     let mut reader = log.get_log_reader().await;
     let all: Vec<_> = reader
         .try_get_log_entries(0..next + 10)
@@ -477,4 +482,100 @@ async fn log_reads_match_the_log_through_truncations_and_purges() {
         .map(chunk_mark)
         .collect();
     assert_eq!(all, model.values().copied().collect::<Vec<_>>());
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// A 1 MiB chunk entry named by its SHA-256, as the leader proposes them.
+fn named_chunk_entry(term: u64, index: u64) -> (Entry, trove_types::Sha256Digest) {
+    let data: Vec<u8> = (0..CHUNK).map(|i| (i as u8) ^ (index as u8)).collect();
+    let hash = trove_types::Sha256::digest(&data);
+    let e = Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Command {
+            request_id: None,
+            time_ms: 1,
+            op: Op::PutChunk {
+                upload_id: 5,
+                hash,
+                data: bytes::Bytes::from(data),
+            },
+        }),
+    };
+    (e, hash)
+}
+
+/// A chunk entry's bytes are written once: into its chunk file, durable by the time the
+/// append is, and the log record names the file. Read back after a reopen (nothing in
+/// memory) the entries are whole again; the file is kept while the log holds the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_entry_keeps_its_bytes_only_in_its_chunk_file() {
+    let td = TempDir::new().unwrap();
+    let (entries, hashes): (Vec<Entry>, Vec<_>) = (1..=3).map(|i| named_chunk_entry(1, i)).unzip();
+    {
+        let chunks = ChunkStore::open(&td.path().join("chunks")).unwrap();
+        let mut log = LogStore::open(&td.path().join("raft"), chunks.clone()).unwrap();
+        append_durably(&mut log, entries.clone()).await;
+        for h in &hashes {
+            assert_eq!(chunks.file_len(h).unwrap(), Some(CHUNK as u64));
+        }
+        assert!(
+            log.log_bytes() < 64 * 1024,
+            "the log holds {} bytes for three 1 MiB chunk entries",
+            log.log_bytes()
+        );
+        assert_eq!(chunks.pinned_entries(), 3);
+        // A release by the state while the log holds the entry leaves the file.
+        chunks.remove_many(&hashes[..1]).unwrap();
+        assert!(chunks.contains(&hashes[0]));
+    }
+    let chunks = ChunkStore::open(&td.path().join("chunks")).unwrap();
+    let mut log = LogStore::open(&td.path().join("raft"), chunks.clone()).unwrap();
+    assert_eq!(chunks.pinned_entries(), 3, "pins are rebuilt from the log");
+    assert!(log.reseed_needed().is_none());
+    let mut reader = log.get_log_reader().await;
+    assert_eq!(reader.try_get_log_entries(1..4).await.unwrap(), entries);
+
+    // Truncation and purge let go of them.
+    log.truncate_after(Some(log_id(1, 2))).await.unwrap();
+    assert_eq!(chunks.take_unpinned(), vec![hashes[2]]);
+    log.purge(log_id(1, 1)).await.unwrap();
+    assert_eq!(chunks.take_unpinned(), vec![hashes[0]]);
+    assert_eq!(chunks.pinned_entries(), 1);
+}
+
+/// A chunk entry whose file is gone lost its payload: the log is damaged from that entry
+/// on, exactly as if its record were, so the node keeps the entries before it and waits
+/// to be re-seeded before it votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_entry_whose_file_is_gone_is_log_damage() {
+    let td = TempDir::new().unwrap();
+    let (mut entries, hashes): (Vec<Entry>, Vec<_>) =
+        (1..=4).map(|i| named_chunk_entry(1, i)).unzip();
+    entries.push(entry(1, 5, "k"));
+    {
+        let mut log = open_log(td.path()).unwrap();
+        append_durably(&mut log, entries.clone()).await;
+    }
+    let chunks = ChunkStore::open(&td.path().join("chunks")).unwrap();
+    std::fs::remove_file(chunks.path_of(&hashes[2])).unwrap();
+    let mut log = LogStore::open(&td.path().join("raft"), chunks.clone()).unwrap();
+    let why = log.reseed_needed().expect("must wait to be re-seeded");
+    assert!(why.contains("from index 3"), "{why}");
+    assert!(log.state_rebuild_pending());
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_log_id, Some(log_id(1, 2)));
+    assert_eq!(chunks.pinned_entries(), 2);
+    let aside: Vec<_> = std::fs::read_dir(td.path().join("raft"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("log-damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged part is kept for inspection");
+    assert!(std::fs::read_dir(aside[0].path()).unwrap().count() > 0);
+    let mut reader = log.get_log_reader().await;
+    assert_eq!(
+        reader.try_get_log_entries(1..10).await.unwrap(),
+        entries[..2].to_vec()
+    );
 }

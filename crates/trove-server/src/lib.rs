@@ -156,9 +156,9 @@ async fn prepare_identity(cfg: &ServerConfig) -> Result<(Identity, Start), Serve
 /// `StateMachine::open` and Raft rebuild it from the snapshot and the log. Damage that
 /// sled takes for a torn tail of its own log opens as an earlier state, which the same
 /// mechanisms bring forward.
-fn open_state(dir: &Path, node_id: u64) -> Result<StateStore, ServerError> {
+fn open_state(dir: &Path, node_id: u64, chunks: &ChunkStore) -> Result<StateStore, ServerError> {
     let state_dir = dir.join("state");
-    let chunks = || ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage);
+    let chunks = || Ok::<_, ServerError>(chunks.clone());
     let started = std::time::Instant::now();
     match StateStore::open_verified(&state_dir, chunks()?) {
         Ok(store) => {
@@ -209,7 +209,9 @@ pub async fn run(
     if is_new {
         identity::create(&dir, &ident)?;
     }
-    let log = LogStore::open(&raft_dir).map_err(ServerError::from_storage)?;
+    // One chunk store for the log (chunk entries keep their payload in it) and the state.
+    let chunks = ChunkStore::open(&dir.join("chunks")).map_err(ServerError::from_storage)?;
+    let log = LogStore::open(&raft_dir, chunks.clone()).map_err(ServerError::from_storage)?;
     // Never resume leadership from the stored vote (see `forget_leadership`): leading
     // again requires an election, which requires the peers' confirmation (`recovery`).
     if log
@@ -233,9 +235,9 @@ pub async fn run(
             Err(e) => return Err(ServerError::Storage(format!("{}: {e}", state.display()))),
         }
     }
-    let store = Arc::new(open_state(&dir, config.node_id)?);
-    let sm =
-        StateMachine::open(store, &dir.join("snapshots")).map_err(ServerError::from_storage)?;
+    let store = Arc::new(open_state(&dir, config.node_id, &chunks)?);
+    let sm = StateMachine::open(store.clone(), &dir.join("snapshots"))
+        .map_err(ServerError::from_storage)?;
     // The state must reach the log's start: entries up to the purge point exist only in
     // a snapshot. A state behind it (rebuilt or rolled back by damage, with no valid
     // snapshot left to reinstall) cannot be brought forward from this node's own disk.
@@ -265,6 +267,21 @@ pub async fn run(
         log.state_rebuilt().map_err(ServerError::from_storage)?;
     }
     backup::remove_leftovers(&dir)?;
+    // Chunk files that nothing in the state refers to and no log entry holds are left by
+    // a crash at the wrong moment (between a chunk entry's file and its log record, or
+    // while a release waited for the log to drop the entry): removed in the background.
+    let node_id = config.node_id;
+    tokio::task::spawn_blocking(move || match store.remove_unreferenced_chunks() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            node = node_id,
+            files = n,
+            "removed unreferenced chunk files"
+        ),
+        Err(e) => {
+            tracing::warn!(node = node_id, error = %e, "removing unreferenced chunk files failed")
+        }
+    });
     let recovery = Arc::new(recovery::Recovery::open(&dir, &ident.incarnation)?);
 
     let me = PeerIdentity {

@@ -41,7 +41,9 @@ use trove_types::Sha256Digest;
 use crate::error::{Result, StorageError};
 use crate::fsutil::{check_format_file, create_dir_durable, sync_dir, write_format_file};
 
+mod pins;
 mod vouched;
+use pins::Pins;
 use vouched::Vouched;
 
 /// Kind name written into the `FORMAT` file.
@@ -77,6 +79,8 @@ struct Inner {
     rename_lock: Mutex<()>,
     /// Buffers named or vouched for and not yet put.
     vouched: Vouched,
+    /// Chunks that raft log entries hold by name (see [`pins`]).
+    pins: Pins,
 }
 
 /// SHA-256 of `data`.
@@ -138,6 +142,7 @@ impl ChunkStore {
             reaper,
             rename_lock: Mutex::new(()),
             vouched: Vouched::default(),
+            pins: Pins::default(),
         };
         create_dir_durable(&inner.tmp_dir)?;
         create_dir_durable(&inner.quarantine_dir)?;
@@ -174,7 +179,18 @@ impl ChunkStore {
     /// not hash to `hash`. A file already present with the right length is kept (a corrupt
     /// one is caught and quarantined by [`ChunkStore::get`], after which `put` rewrites it).
     pub fn put(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
-        if !self.inner.vouched.take(hash, data) {
+        self.put_checked(hash, data, true)
+    }
+
+    /// [`ChunkStore::put`] for the raft log's append (a chunk entry's payload), which
+    /// comes before the entry's apply puts the same buffer: a buffer named or vouched for
+    /// stays so, and that put does not hash it either.
+    pub fn put_for_log(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
+        self.put_checked(hash, data, false)
+    }
+
+    fn put_checked(&self, hash: &Sha256Digest, data: &[u8], forget_vouch: bool) -> Result<()> {
+        if !self.inner.vouched.take(hash, data, forget_vouch) {
             let actual = sha256(data);
             if &actual != hash {
                 return Err(StorageError::ChecksumMismatch(format!(
@@ -266,9 +282,19 @@ impl ChunkStore {
     /// Removes several chunks durably, fsyncing each affected shard directory once
     /// (deleting a large object removes thousands of chunks; one fsync per file would
     /// dominate). Each file is moved to `trash/` and deleted by a background thread.
+    ///
+    /// A chunk that a raft log entry holds by name ([`ChunkStore::pin`]) is skipped: the
+    /// file is that entry's only copy of its payload. It is reported by
+    /// [`ChunkStore::take_unpinned`] once the log drops the entry.
     pub fn remove_many(&self, hashes: &[Sha256Digest]) -> Result<()> {
         let mut shards = BTreeSet::new();
+        // Held across the renames: a `pin` followed by the append's look for the file
+        // cannot fall between the check and the rename.
+        let pins = self.inner.pins.lock();
         for hash in hashes {
+            if pins.is_pinned(hash) {
+                continue;
+            }
             let path = self.path_of(hash);
             let seq = self
                 .inner
@@ -282,6 +308,7 @@ impl ChunkStore {
                 Err(e) => return Err(StorageError::io(&path, e)),
             }
         }
+        drop(pins);
         if shards.is_empty() {
             return Ok(());
         }
@@ -292,6 +319,51 @@ impl ChunkStore {
         // Full means a wake-up is already pending, which covers these files too.
         let _ = self.inner.reaper.try_send(());
         Ok(())
+    }
+
+    /// Records that raft log entry `index` holds chunk `hash` by name: its file is the
+    /// entry's payload, so [`ChunkStore::remove_many`] keeps it until the log drops the
+    /// entry ([`ChunkStore::unpin_after`], [`ChunkStore::unpin_through`]). Call before
+    /// looking for or writing the file ([`ChunkStore::put`]).
+    pub fn pin(&self, index: u64, hash: Sha256Digest) {
+        self.inner.pins.pin(index, hash);
+    }
+
+    /// Entry `index` holds no chunk by name after all (its append kept the payload in
+    /// the log record).
+    pub fn unpin(&self, index: u64) {
+        self.inner.pins.unpin(index);
+    }
+
+    /// The log dropped its entries after `index` (all of them for `None`): a truncation.
+    pub fn unpin_after(&self, index: Option<u64>) {
+        self.inner.pins.unpin_after(index);
+    }
+
+    /// The log dropped its entries up to and including `index`: a purge.
+    pub fn unpin_through(&self, index: u64) {
+        self.inner.pins.unpin_through(index);
+    }
+
+    /// Chunks whose last log entry went away since the last call, each reported once.
+    /// The caller removes those that nothing in the state refers to.
+    pub fn take_unpinned(&self) -> Vec<Sha256Digest> {
+        self.inner.pins.take_unpinned()
+    }
+
+    /// Whether a raft log entry holds `hash` by name.
+    pub fn is_pinned(&self, hash: &Sha256Digest) -> bool {
+        self.inner.pins.lock().is_pinned(hash)
+    }
+
+    /// How many raft log entries hold a chunk by name.
+    pub fn pinned_entries(&self) -> usize {
+        self.inner.pins.len()
+    }
+
+    /// The length of chunk `hash`'s file, if it has one (not verified).
+    pub fn file_len(&self, hash: &Sha256Digest) -> Result<Option<u64>> {
+        file_len(&self.path_of(hash))
     }
 
     /// Every chunk hash with a file in the store, sorted (files with other names are

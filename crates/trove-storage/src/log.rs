@@ -60,7 +60,7 @@ mod check;
 mod salvage;
 mod scan;
 pub use check::{LogInspection, inspect_log_dir};
-pub use salvage::{Salvage, salvage};
+pub use salvage::{Salvage, salvage, set_aside_from};
 use scan::{check_header, scan_records, scan_until_bad};
 
 /// Magic bytes at the start of every segment file.

@@ -562,11 +562,11 @@ impl StateStore {
         self.with_tree(|t| Ok(t.contains_key(codec::refcount_key(hash))?))
     }
 
-    /// Removes chunk files that no object or upload refers to, returning how many. They
-    /// appear when a crash falls between applying a batch and removing the files it
-    /// released, or when a snapshot install fails half-way. Best called once the state has
-    /// caught up with the log: files removed against a stale state are rewritten when
-    /// the log is replayed, but reads in between would miss them.
+    /// Removes chunk files that no object or upload refers to and no raft log entry holds
+    /// by name ([`ChunkStore::pin`]), returning how many. They appear when a crash falls
+    /// between applying a batch and removing the files it released, between writing a
+    /// chunk entry's file and its log record, while a release waits for the log to drop
+    /// the entry, or when a snapshot install fails half-way.
     pub fn remove_unreferenced_chunks(&self) -> Result<u64> {
         let _guard = self.lock_apply();
         self.remove_unreferenced_chunks_locked()
@@ -576,7 +576,8 @@ impl StateStore {
         let mut orphans = Vec::new();
         self.with_tree(|t| {
             for hash in self.chunks.list()? {
-                if !t.contains_key(codec::refcount_key(&hash))? {
+                // A chunk a log entry holds by name is that entry's payload.
+                if !t.contains_key(codec::refcount_key(&hash))? && !self.chunks.is_pinned(&hash) {
                     orphans.push(hash);
                 }
             }

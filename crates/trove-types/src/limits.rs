@@ -28,7 +28,8 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Byte cap on the entries of one AppendEntries message.
 pub const MAX_APPEND_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Encoded bytes of the most recently appended log entries a node keeps in memory, so
+/// Bytes of the most recently appended log entries a node keeps in memory (their encoding,
+/// plus the payload of a chunk entry whose record names its chunk file), so
 /// replication and apply, which read an entry milliseconds after its append, do not read
 /// it back from the file (16 chunks: four uploads' worth of chunks in flight).
 pub const RECENT_LOG_ENTRY_BYTES: usize = 16 * 1024 * 1024;

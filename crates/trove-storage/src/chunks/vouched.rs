@@ -35,14 +35,18 @@ impl Vouched {
         buffers.push_back((hash, data.clone()));
     }
 
-    /// Whether `data` is a buffer remembered as `hash` (forgetting it if so).
-    pub(super) fn take(&self, hash: &Sha256Digest, data: &[u8]) -> bool {
+    /// Whether `data` is a buffer remembered as `hash`, forgetting it if so and `forget`.
+    pub(super) fn take(&self, hash: &Sha256Digest, data: &[u8], forget: bool) -> bool {
         let found = {
             let mut buffers = self.lock();
             let at = buffers.iter().position(|(h, b)| {
                 h == hash && std::ptr::eq(b.as_ptr(), data.as_ptr()) && b.len() == data.len()
             });
-            at.and_then(|i| buffers.remove(i))
+            if forget {
+                at.and_then(|i| buffers.remove(i)).map(|_| ())
+            } else {
+                at.map(|_| ())
+            }
         };
         #[cfg(test)]
         if found.is_none() {

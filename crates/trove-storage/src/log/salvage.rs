@@ -123,6 +123,53 @@ pub fn salvage(dir: &Path, aside: &Path) -> Result<Option<Salvage>> {
     }))
 }
 
+/// Sets aside every record of the open `log` (in `dir`) from `first_damaged` on, for
+/// damage [`SegmentLog::open`](super::SegmentLog::open) cannot see: the records verify,
+/// but something they rely on is gone (a chunk entry whose payload file is missing).
+/// Copies of the segment files holding those records go to `aside`, whole, as found;
+/// then the log is cut durably after `first_damaged - 1`. The same rules as [`salvage`]
+/// apply to the caller: the node must not vote until a leader has re-sent the entries.
+pub fn set_aside_from(
+    log: &super::SegmentLog,
+    dir: &Path,
+    aside: &Path,
+    first_damaged: u64,
+    detail: String,
+) -> Result<Salvage> {
+    let listed = list_segments(dir)?;
+    // The segment holding `first_damaged` is the last one starting at or before it.
+    let from = listed
+        .iter()
+        .rposition(|(first, _)| *first <= first_damaged)
+        .unwrap_or(0);
+    create_dir_durable(aside)?;
+    for (_, path) in &listed[from..] {
+        let dest = aside.join(path.file_name().unwrap_or_default());
+        fs::copy(path, &dest).map_err(|e| StorageError::io(&dest, e))?;
+        File::open(&dest)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StorageError::io(&dest, e))?;
+    }
+    sync_dir(aside)?;
+    let kept_through = first_damaged
+        .checked_sub(1)
+        .filter(|k| log.first_index().is_some_and(|f| f <= *k));
+    log.truncate_after(kept_through)?;
+    tracing::error!(
+        first_damaged,
+        kept_through = ?kept_through,
+        set_aside = %aside.display(),
+        %detail,
+        "the raft log is damaged: kept the entries before the damage, set the rest aside"
+    );
+    Ok(Salvage {
+        first_damaged,
+        kept_through,
+        set_aside: aside.to_path_buf(),
+        detail,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -214,10 +214,18 @@ pub(super) fn apply_entries(
     // by one entry and referenced again by a later one of the group keeps its file; while
     // an export is open, removal waits for it (the export may still link the file). A
     // failed removal is not a failed apply: the entries have been applied.
-    let released: Vec<Sha256Digest> = maybe_released
+    let mut released: BTreeSet<Sha256Digest> = maybe_released
         .into_iter()
         .filter(|h| matches!(group.get(&codec::refcount_key(h)), Some(None)))
         .collect();
+    // Chunks the raft log no longer holds by name (`ChunkStore::take_unpinned`): a
+    // truncated entry's file, or one released earlier while its entry was in the log.
+    for h in chunks.take_unpinned() {
+        if !tree.contains_key(codec::refcount_key(&h))? {
+            released.insert(h);
+        }
+    }
+    let released: Vec<Sha256Digest> = released.into_iter().collect();
     let released = views.release_or_defer(released);
     if let Err(e) = chunks.remove_many(&released) {
         tracing::error!(

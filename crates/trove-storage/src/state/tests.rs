@@ -725,3 +725,49 @@ fn unreferenced_chunk_files_are_collected() {
     assert!(!h.store.chunks().contains(&orphan.0.hash));
     check_invariants(&h.store);
 }
+
+/// A chunk that a raft log entry holds by name (its file is the entry's payload) keeps its
+/// file when the state releases it, until the log drops the entry; then the next apply
+/// removes it. A chunk only a truncated entry held goes the same way.
+#[test]
+fn a_chunk_a_log_entry_holds_is_removed_once_the_log_drops_it() {
+    let mut h = Harness::new();
+    let (held, truncated) = (chunk(3, 10), chunk(4, 10));
+    let chunks = h.store.chunks().clone();
+    // As the log store appends them: pinned, then the file written.
+    chunks.pin(1, held.0.hash);
+    chunks.put_for_log(&held.0.hash, &held.1).unwrap();
+    chunks.pin(2, truncated.0.hash);
+    chunks.put_for_log(&truncated.0.hash, &truncated.1).unwrap();
+    assert!(h.run(put_chunk(7, &held)).is_ok());
+    assert!(h.run(Op::AbortUpload { upload_id: 7 }).is_ok());
+    assert!(
+        chunks.contains(&held.0.hash),
+        "released while its entry is in the log"
+    );
+    assert_eq!(h.store.remove_unreferenced_chunks().unwrap(), 0);
+    assert!(chunks.contains(&truncated.0.hash));
+
+    // The log cuts entry 2 (never committed): its file goes at the next apply.
+    chunks.unpin_after(Some(1));
+    assert!(h.run(put("k", "v", None)).is_ok());
+    assert!(!chunks.contains(&truncated.0.hash));
+    assert!(chunks.contains(&held.0.hash));
+
+    // The log is purged past entry 1: the released file goes too.
+    chunks.unpin_through(1);
+    assert!(h.run(put("k", "w", None)).is_ok());
+    assert!(!chunks.contains(&held.0.hash));
+    assert_eq!(chunks.pinned_entries(), 0);
+    check_invariants(&h.store);
+
+    // Referenced by the state when its entry goes: kept.
+    let kept = chunk(5, 10);
+    chunks.pin(9, kept.0.hash);
+    chunks.put_for_log(&kept.0.hash, &kept.1).unwrap();
+    assert!(h.run(put_chunk(8, &kept)).is_ok());
+    chunks.unpin_through(9);
+    assert!(h.run(put("k", "x", None)).is_ok());
+    assert!(chunks.contains(&kept.0.hash));
+    check_invariants(&h.store);
+}
