@@ -465,12 +465,13 @@ async fn bench_local_reports_memory_cpu_and_disk_writes_per_node() {
             let amp = n["write_amplification"]
                 .as_f64()
                 .expect("write amplification");
-            // The raft log and the chunk file each hold the bytes once (every chunk the
-            // bench writes is distinct, so nothing is deduplicated away: that gave 1.25
-            // here). A follower may not have written the last chunk files yet.
+            // The chunk files hold the bytes once, and the raft log only names them
+            // (every chunk the bench writes is distinct, so nothing is deduplicated
+            // away). This was 2.0 while the log held a second copy. A follower outside
+            // the majority may not have written the last chunk yet.
             assert!(
-                amp >= 1.4,
-                "a replica wrote less than the log and chunk file bytes: {v}"
+                (0.75..1.4).contains(&amp),
+                "a replica wrote other than the chunk bytes once: {v}"
             );
         }
         // Re-seeding: a follower's volume is deleted and the node brought back.

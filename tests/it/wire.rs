@@ -202,7 +202,9 @@ async fn wait_chunks_collected(cluster: &Cluster, body: &Bytes, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_uploads_leave_no_object_and_no_chunks() {
     let seed = test_seed("failed_uploads");
-    let mut cluster = Cluster::start(3).await;
+    // Snapshots every 20 entries, so that the log soon drops the entries of the failed
+    // uploads (see the end).
+    let mut cluster = Cluster::start_with(3, &["--snapshot-every-entries", "20"]).await;
     deadline(TEST_TIMEOUT, async {
         let leader = cluster.wait_for_leader(Duration::from_secs(60)).await;
         let ch = cluster.raw_channel(leader);
@@ -335,6 +337,20 @@ async fn failed_uploads_leave_no_object_and_no_chunks() {
             object_keys(&ch, bucket).await.is_empty(),
             "failed uploads must not be listed"
         );
+        // A chunk file is also the payload of the raft log entry that carried it, so a
+        // failed upload's chunks go once the log drops those entries: after a snapshot
+        // (openraft keeps 64 entries behind it). Enough writes for that follow.
+        let records = cluster.client();
+        for i in 0..120 {
+            records
+                .put_record(
+                    &format!("wire/after-failed-uploads/{i}"),
+                    Bytes::from_static(b"x"),
+                    None,
+                )
+                .await
+                .expect("record put");
+        }
         wait_chunks_collected(&cluster, &b1, "checksum-mismatch upload").await;
         wait_chunks_collected(&cluster, &b4, "truncated upload").await;
         wait_chunks_collected(&cluster, &b7, "abandoned upload").await;

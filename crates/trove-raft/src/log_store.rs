@@ -268,9 +268,21 @@ impl LogStore {
         }
         if let Some(missing) = pin_chunks(&log, &chunks)? {
             // The records verify, but a payload they rely on is gone: the same damage
-            // as a bad record there, handled the same way.
+            // as a bad record there, handled the same way. Both markers are written
+            // before the cut, so a crash in between cannot leave a shorter log that
+            // does not know it must be re-seeded.
             write_marker(dir, REBUILD_MARKER, "trove-rebuild-state 1\n")?;
-            let aside = dir.join(format!("log-damaged-{}", unix_now()));
+            let aside = dir.join(format!("log-damaged-{}-payload", unix_now()));
+            write_marker(
+                dir,
+                RESEED_MARKER,
+                &format!(
+                    "trove-reseed 1\nraft log damaged from index {} ({}); damaged segments copied to {}\n",
+                    missing.index,
+                    missing.detail,
+                    aside.display()
+                ),
+            )?;
             let salvage = trove_storage::log::set_aside_from(
                 &log,
                 &log_dir,
@@ -279,16 +291,6 @@ impl LogStore {
                 missing.detail,
             )?;
             chunks.unpin_after(salvage.kept_through);
-            write_marker(
-                dir,
-                RESEED_MARKER,
-                &format!(
-                    "trove-reseed 1\nraft log damaged from index {} ({}); damaged segments copied to {}\n",
-                    salvage.first_damaged,
-                    salvage.detail,
-                    salvage.set_aside.display()
-                ),
-            )?;
         }
         let last_log_id = match log.last_index() {
             Some(i) => {
@@ -429,8 +431,6 @@ impl LogStore {
     }
 }
 
-/// Group commit: wait for one request, take every request queued behind it, fdatasync
-/// once, complete them all.
 /// A chunk entry whose payload file is missing or has the wrong length.
 struct MissingPayload {
     index: u64,
@@ -494,28 +494,36 @@ impl Shared {
         }
     }
 
-    /// Decodes record `idx`, reading a chunk entry's payload back from its file (which
-    /// verifies it against its name).
-    fn load(&self, idx: u64, b: &[u8]) -> io::Result<Entry> {
-        let records::Stored { mut entry, by_name } = records::decode(b)?;
+    /// Completes decoded record `idx`, reading a chunk entry's payload back from its file
+    /// (which verifies it against its name).
+    fn load(&self, idx: u64, stored: records::Stored) -> io::Result<Entry> {
+        let records::Stored { mut entry, by_name } = stored;
         if let Some((hash, len)) = by_name {
-            let data = self
-                .chunks
-                .get(&hash)
-                .ok()
-                .filter(|d| d.len() as u64 == u64::from(len))
-                .ok_or_else(|| {
-                    io_err(format!(
-                        "raft log entry {idx} keeps its payload in {}, which is missing or damaged. Restart the node: it sets the damaged part of its log aside and is re-seeded by its peers before it votes again",
-                        self.chunks.path_of(&hash).display()
-                    ))
-                })?;
+            let lost = |what: String| {
+                io_err(format!(
+                    "raft log entry {idx} keeps its payload in {}, which is {what}. Restart the node: it sets the damaged part of its log aside and is re-seeded by its peers before it votes again",
+                    self.chunks.path_of(&hash).display()
+                ))
+            };
+            let data = match self.chunks.get(&hash) {
+                Ok(d) => d,
+                Err(
+                    e @ (trove_storage::StorageError::NotFound(_)
+                    | trove_storage::StorageError::Corrupt { .. }),
+                ) => return Err(lost(format!("missing or damaged ({e})"))),
+                Err(e) => return Err(e.into()),
+            };
+            if data.len() as u64 != u64::from(len) {
+                return Err(lost(format!("{} bytes long, not {len}", data.len())));
+            }
             records::fill(&mut entry, data);
         }
         Ok(entry)
     }
 }
 
+/// Group commit: wait for one request, take every request queued behind it, fdatasync
+/// once, complete them all.
 fn flusher_loop(shared: Arc<Shared>, rx: Receiver<FlushRequest>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -586,18 +594,27 @@ impl LogReader {
             return Ok(hit);
         }
         let recs = self.shared.log.read_range(start, end, max_bytes)?;
-        recs.into_iter()
-            .map(|(idx, b)| {
-                let e = self.shared.load(idx, &b)?;
-                if e.log_id.index != idx {
-                    return Err(io_err(format!(
-                        "log record {idx} holds entry {}: corrupt log",
-                        e.log_id.index
-                    )));
-                }
-                Ok(e)
-            })
-            .collect()
+        // `max_bytes` bounds memory, and a record that names its chunk file is small:
+        // count the payload it loads too (always at least one entry).
+        let mut out = Vec::with_capacity(recs.len());
+        let mut held = 0usize;
+        for (idx, b) in recs {
+            let stored = records::decode(&b)?;
+            let size = b.len() + stored.by_name.map_or(0, |(_, len)| len as usize);
+            if !out.is_empty() && held.saturating_add(size) > max_bytes {
+                break;
+            }
+            held = held.saturating_add(size);
+            let e = self.shared.load(idx, stored)?;
+            if e.log_id.index != idx {
+                return Err(io_err(format!(
+                    "log record {idx} holds entry {}: corrupt log",
+                    e.log_id.index
+                )));
+            }
+            out.push(e);
+        }
+        Ok(out)
     }
 }
 

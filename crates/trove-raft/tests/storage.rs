@@ -579,3 +579,33 @@ async fn a_chunk_entry_whose_file_is_gone_is_log_damage() {
         entries[..2].to_vec()
     );
 }
+
+/// Reads from the log file are bounded by the memory they load: a record that names its
+/// chunk file is a few dozen bytes, but reading it back loads the whole chunk. An
+/// AppendEntries batch (8 MiB) read for a follower far behind stays within its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_named_chunks_back_is_bounded_by_their_bytes() {
+    let td = TempDir::new().unwrap();
+    let (entries, _): (Vec<Entry>, Vec<_>) = (1..=20).map(|i| named_chunk_entry(1, i)).unzip();
+    {
+        let mut log = open_log(td.path()).unwrap();
+        append_durably(&mut log, entries.clone()).await;
+    }
+    // Reopened: nothing in memory, every read goes to the files.
+    let mut log = open_log(td.path()).unwrap();
+    let mut reader = log.get_log_reader().await;
+    let batch = reader.limited_get_log_entries(1, 21).await.unwrap();
+    let cap = trove_types::limits::MAX_APPEND_BATCH_BYTES / CHUNK;
+    assert!(
+        !batch.is_empty() && batch.len() <= cap,
+        "{} chunk entries of 1 MiB in one batch capped at {cap} MiB",
+        batch.len()
+    );
+    assert_eq!(batch, entries[..batch.len()].to_vec());
+    let mut streamed = Vec::new();
+    let mut stream = std::pin::pin!(reader.entries_stream(1..21).await);
+    while let Some(e) = futures::StreamExt::next(&mut stream).await {
+        streamed.push(e.unwrap());
+    }
+    assert_eq!(streamed, entries);
+}

@@ -2,7 +2,11 @@
 //! SHA-256 of its contents.
 //!
 //! Layout under the store's directory:
-//! - `FORMAT`: `trove-chunks 1`; any other version is refused before anything is touched.
+//! - `FORMAT`: `trove-chunks 2`. Version 2 means a chunk file may be the payload of a raft
+//!   log entry (see [`pins`]): a release that knows only version 1 would remove such a
+//!   file as unreferenced, so it refuses the directory. Version 1 (same files) is taken
+//!   and rewritten as 2 by [`ChunkStore::open`]; anything else is refused before anything
+//!   is touched.
 //! - `<first 2 hex>/<64 hex>`: a chunk's raw bytes (the name is the checksum).
 //! - `tmp/`: files being written; anything left here after a crash is garbage and is
 //!   removed by [`ChunkStore::open`].
@@ -39,7 +43,7 @@ use trove_types::Sha256;
 use trove_types::Sha256Digest;
 
 use crate::error::{Result, StorageError};
-use crate::fsutil::{check_format_file, create_dir_durable, sync_dir, write_format_file};
+use crate::fsutil::{create_dir_durable, read_format_file, sync_dir, write_format_file};
 
 mod pins;
 mod vouched;
@@ -48,8 +52,10 @@ use vouched::Vouched;
 
 /// Kind name written into the `FORMAT` file.
 const FORMAT_KIND: &str = "trove-chunks";
-/// The only on-disk format this binary reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this binary writes (see the module docs).
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format it reads (the files are the same; `open` rewrites the version).
+const OLDEST_FORMAT_VERSION: u32 = 1;
 const TMP_DIR: &str = "tmp";
 const QUARANTINE_DIR: &str = "quarantine";
 const TRASH_DIR: &str = "trash";
@@ -103,7 +109,7 @@ impl ChunkStore {
     /// of a format this binary understands (`UnsupportedVersion` otherwise).
     pub fn check_format(dir: &Path) -> Result<()> {
         if dir.is_dir() {
-            check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+            read_format_file(dir, FORMAT_KIND, OLDEST_FORMAT_VERSION, FORMAT_VERSION)?;
         }
         Ok(())
     }
@@ -113,9 +119,14 @@ impl ChunkStore {
     pub fn open(dir: &Path) -> Result<ChunkStore> {
         // Check before creating or removing anything: a binary that does not understand
         // the directory must leave it byte-for-byte untouched.
-        let has_format = dir.is_dir() && check_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
+        let found = if dir.is_dir() {
+            read_format_file(dir, FORMAT_KIND, OLDEST_FORMAT_VERSION, FORMAT_VERSION)?
+        } else {
+            None
+        };
         create_dir_durable(dir)?;
-        if !has_format {
+        // Before any log entry can name a chunk file (the log store opens after this).
+        if found != Some(FORMAT_VERSION) {
             write_format_file(dir, FORMAT_KIND, FORMAT_VERSION)?;
         }
         let trash_dir = dir.join(TRASH_DIR);
@@ -179,18 +190,20 @@ impl ChunkStore {
     /// not hash to `hash`. A file already present with the right length is kept (a corrupt
     /// one is caught and quarantined by [`ChunkStore::get`], after which `put` rewrites it).
     pub fn put(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
-        self.put_checked(hash, data, true)
+        self.put_checked(hash, data, false)
     }
 
     /// [`ChunkStore::put`] for the raft log's append (a chunk entry's payload), which
     /// comes before the entry's apply puts the same buffer: a buffer named or vouched for
-    /// stays so, and that put does not hash it either.
+    /// stays so, and that put does not hash it either. A file already present gets its
+    /// directory fsynced: another thread may have just renamed it into place, and the
+    /// entry is acknowledged on the strength of it.
     pub fn put_for_log(&self, hash: &Sha256Digest, data: &[u8]) -> Result<()> {
-        self.put_checked(hash, data, false)
+        self.put_checked(hash, data, true)
     }
 
-    fn put_checked(&self, hash: &Sha256Digest, data: &[u8], forget_vouch: bool) -> Result<()> {
-        if !self.inner.vouched.take(hash, data, forget_vouch) {
+    fn put_checked(&self, hash: &Sha256Digest, data: &[u8], for_log: bool) -> Result<()> {
+        if !self.inner.vouched.take(hash, data, !for_log) {
             let actual = sha256(data);
             if &actual != hash {
                 return Err(StorageError::ChecksumMismatch(format!(
@@ -203,7 +216,10 @@ impl ChunkStore {
         }
         let path = self.path_of(hash);
         if file_len(&path)? == Some(data.len() as u64) {
-            return Ok(());
+            return match path.parent() {
+                Some(shard) if for_log => sync_dir(shard),
+                _ => Ok(()),
+            };
         }
         let tmp = self.tmp_path(hash);
         let written = match write_direct(&tmp, data) {
@@ -288,10 +304,11 @@ impl ChunkStore {
     /// [`ChunkStore::take_unpinned`] once the log drops the entry.
     pub fn remove_many(&self, hashes: &[Sha256Digest]) -> Result<()> {
         let mut shards = BTreeSet::new();
-        // Held across the renames: a `pin` followed by the append's look for the file
-        // cannot fall between the check and the rename.
-        let pins = self.inner.pins.lock();
         for hash in hashes {
+            // Held across the check and the rename: a `pin` followed by the append's
+            // look for the file cannot fall between them. Taken per file, so that a
+            // large object's removal does not hold up appends.
+            let pins = self.inner.pins.lock();
             if pins.is_pinned(hash) {
                 continue;
             }
@@ -308,7 +325,6 @@ impl ChunkStore {
                 Err(e) => return Err(StorageError::io(&path, e)),
             }
         }
-        drop(pins);
         if shards.is_empty() {
             return Ok(());
         }

@@ -568,14 +568,23 @@ impl StateStore {
     /// chunk entry's file and its log record, while a release waits for the log to drop
     /// the entry, or when a snapshot install fails half-way.
     pub fn remove_unreferenced_chunks(&self) -> Result<u64> {
+        // Listed without holding up apply (a large store has many files); each file is
+        // then checked under the lock.
+        let listed = self.chunks.list()?;
         let _guard = self.lock_apply();
-        self.remove_unreferenced_chunks_locked()
+        self.remove_unreferenced_among(listed)
     }
 
     pub(crate) fn remove_unreferenced_chunks_locked(&self) -> Result<u64> {
+        self.remove_unreferenced_among(self.chunks.list()?)
+    }
+
+    /// The part of `remove_unreferenced_chunks` that needs the apply lock. Files an open
+    /// export may still link wait for it to close, like any released chunk.
+    fn remove_unreferenced_among(&self, listed: Vec<Sha256Digest>) -> Result<u64> {
         let mut orphans = Vec::new();
         self.with_tree(|t| {
-            for hash in self.chunks.list()? {
+            for hash in listed {
                 // A chunk a log entry holds by name is that entry's payload.
                 if !t.contains_key(codec::refcount_key(&hash))? && !self.chunks.is_pinned(&hash) {
                     orphans.push(hash);
@@ -583,8 +592,10 @@ impl StateStore {
             }
             Ok(())
         })?;
-        self.chunks.remove_many(&orphans)?;
-        Ok(orphans.len() as u64)
+        let n = orphans.len() as u64;
+        let now = self.views.release_or_defer(orphans);
+        self.chunks.remove_many(&now)?;
+        Ok(n)
     }
 }
 

@@ -10,9 +10,10 @@
 //!   bytes. That halves what an upload writes on each node (the log and the chunk file
 //!   held the same bytes).
 //!
-//! A node of an earlier release refuses a log holding version 2 records (its start-up
-//! check names the version), so a downgrade past this format stops before it touches
-//! anything.
+//! Version 2 came with the chunk store's format 2 (`trove_storage::chunks`): a release
+//! that knows only version 1 refuses that directory before it touches anything. It must:
+//! it would read version 2 records as garbage, and remove their chunk files as
+//! unreferenced.
 
 use bytes::Bytes;
 use openraft::EntryPayload;
@@ -22,7 +23,6 @@ use crate::codec::CodecError;
 use crate::types::Entry;
 
 /// An entry stored whole (what [`crate::codec::encode`] writes).
-#[cfg(test)]
 pub(super) const INLINE: u8 = crate::codec::FORMAT_VERSION;
 /// A chunk entry whose payload is its chunk file.
 pub(super) const CHUNK_BY_NAME: u8 = 2;
@@ -84,10 +84,11 @@ pub(super) fn decode(buf: &[u8]) -> Result<Stored, CodecError> {
                 by_name: Some((hash, u32::from_le_bytes(len_bytes))),
             })
         }
-        _ => Ok(Stored {
+        Some(&INLINE) | None => Ok(Stored {
             entry: crate::codec::decode(buf)?,
             by_name: None,
         }),
+        Some(&v) => Err(CodecError::RecordVersion(v)),
     }
 }
 
@@ -106,7 +107,8 @@ pub(super) fn fill(entry: &mut Entry, bytes: Bytes) {
 pub(super) fn check_version(buf: &[u8]) -> Result<(), CodecError> {
     match buf.first() {
         Some(&CHUNK_BY_NAME) => Ok(()),
-        _ => crate::codec::check_version(buf),
+        Some(&INLINE) | None => crate::codec::check_version(buf),
+        Some(&v) => Err(CodecError::RecordVersion(v)),
     }
 }
 
@@ -160,7 +162,10 @@ mod tests {
         );
         let mut newer = light.clone();
         newer[0] = 7;
-        assert!(matches!(check_version(&newer), Err(CodecError::Version(7))));
-        assert!(matches!(decode(&newer), Err(CodecError::Version(7))));
+        assert!(matches!(
+            check_version(&newer),
+            Err(CodecError::RecordVersion(7))
+        ));
+        assert!(matches!(decode(&newer), Err(CodecError::RecordVersion(7))));
     }
 }

@@ -291,18 +291,49 @@ fn open_refuses_unknown_format_version_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("chunks");
     fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("FORMAT"), "trove-chunks 2\n").unwrap();
+    fs::write(dir.join("FORMAT"), "trove-chunks 3\n").unwrap();
     fs::create_dir(dir.join(TMP_DIR)).unwrap();
     fs::write(dir.join(TMP_DIR).join("x.tmp"), b"keep").unwrap();
     let err = ChunkStore::open(&dir).err().unwrap();
     assert!(matches!(
         err,
         StorageError::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         }
     ));
     assert!(dir.join(TMP_DIR).join("x.tmp").exists(), "nothing modified");
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "no shards created");
+}
+
+/// Version 1 directories (written before log entries could name chunk files) are taken
+/// as they are and marked version 2, so that a release knowing only version 1 refuses
+/// them from then on.
+#[test]
+fn a_version_1_store_is_opened_and_marked_version_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("chunks");
+    let (h, data) = chunk(4, 10);
+    {
+        let store = ChunkStore::open(&dir).unwrap();
+        store.put(&h, &data).unwrap();
+    }
+    assert_eq!(
+        fs::read_to_string(dir.join("FORMAT")).unwrap(),
+        "trove-chunks 2\n"
+    );
+    fs::write(dir.join("FORMAT"), "trove-chunks 1\n").unwrap();
+    ChunkStore::check_format(&dir).unwrap();
+    let store = ChunkStore::open(&dir).unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("FORMAT")).unwrap(),
+        "trove-chunks 2\n"
+    );
+    assert_eq!(store.get(&h).unwrap(), data);
+    // What a version-1 release checks: it is refused.
+    assert!(matches!(
+        crate::fsutil::check_format_file(&dir, "trove-chunks", 1),
+        Err(StorageError::UnsupportedVersion { found: 2, .. })
+    ));
 }
