@@ -34,7 +34,8 @@ use trove_proto::raft::{
 };
 use trove_types::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_MAX_FRAME_BYTES, HTTP2_STREAM_WINDOW_BYTES,
-    MAX_PEER_MESSAGE_BYTES, SNAPSHOT_PIECE_BYTES,
+    MAX_PEER_MESSAGE_BYTES, PEER_STREAM_RETRY_MAX_MS, PEER_STREAM_RETRY_MIN_MS,
+    SNAPSHOT_PIECE_BYTES,
 };
 
 use crate::codec::{decode, encode};
@@ -98,6 +99,7 @@ impl Network {
             addr: node.peer_addr.clone(),
             channel: self.channel(&node.peer_addr, lane),
             unary_append: false,
+            failed_opens: 0,
         }
     }
 
@@ -168,6 +170,17 @@ pub struct PeerClient {
     /// heartbeats, and for a peer that answered `StreamAppend` with UNIMPLEMENTED (an
     /// older release).
     unary_append: bool,
+    /// Attempts to open the append stream that failed in a row (see
+    /// [`PEER_STREAM_RETRY_MIN_MS`]).
+    failed_opens: u32,
+}
+
+/// How long to wait before the next attempt to open an append stream, after `failed`
+/// failed attempts in a row.
+fn stream_retry_wait(failed: u32) -> Option<Duration> {
+    let doublings = failed.checked_sub(1)?.min(16);
+    let ms = PEER_STREAM_RETRY_MIN_MS.saturating_mul(1 << doublings);
+    Some(Duration::from_millis(ms.min(PEER_STREAM_RETRY_MAX_MS)))
 }
 
 type RpcErr = RPCError<TypeConfig>;
@@ -398,7 +411,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         if self.unary_append {
             return stream_append_sequential(self, input, option);
         }
-        Box::pin(async move { self.open_append_stream(input, &option).await })
+        Box::pin(async move {
+            if let Some(wait) = stream_retry_wait(self.failed_opens) {
+                tokio::time::sleep(wait).await;
+            }
+            let opened = self.open_append_stream(input, &option).await;
+            self.failed_opens = match &opened {
+                Ok(_) => 0,
+                Err(_) => self.failed_opens.saturating_add(1),
+            };
+            opened
+        })
     }
 
     async fn vote(
@@ -555,4 +578,20 @@ async fn send_snapshot_files(
         })
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_retries_wait_longer_after_each_failure_up_to_the_cap() {
+        let ms = |n| stream_retry_wait(n).map(|d| d.as_millis() as u64);
+        assert_eq!(ms(0), None, "the first attempt does not wait");
+        assert_eq!(ms(1), Some(PEER_STREAM_RETRY_MIN_MS));
+        assert_eq!(ms(2), Some(2 * PEER_STREAM_RETRY_MIN_MS));
+        assert_eq!(ms(3), Some(4 * PEER_STREAM_RETRY_MIN_MS));
+        assert_eq!(ms(40), Some(PEER_STREAM_RETRY_MAX_MS));
+        assert_eq!(ms(u32::MAX), Some(PEER_STREAM_RETRY_MAX_MS));
+    }
 }

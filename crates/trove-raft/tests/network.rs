@@ -332,3 +332,38 @@ async fn a_payload_damaged_in_transit_is_refused_and_an_unstamped_one_taken() {
     assert_eq!(f.chunks.vouched_count(), 3);
     f.raft.shutdown().await.unwrap();
 }
+
+/// A peer that is down: openraft retries a stream that could not open at once, so each
+/// failed attempt makes the next one wait (10 ms, doubling, at most 500 ms). Eight
+/// attempts take at least 10 + 20 + 40 + 80 + 160 + 320 + 500 = 1,130 ms, not
+/// microseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_down_is_retried_with_growing_waits() {
+    // A port nothing listens on: bound, then released.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let me = PeerIdentity {
+        cluster_id: CLUSTER.into(),
+        node_id: 1,
+    };
+    let node = TroveNode {
+        peer_addr: addr.to_string(),
+        client_addr: String::new(),
+    };
+    let mut client = Network::new(me, None).new_client(FOLLOWER, &node).await;
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        let opened = client
+            .stream_append(futures::stream::iter(vec![append(1, 1)]), option())
+            .await;
+        assert!(opened.is_err(), "nothing listens on {addr}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_100),
+        "eight failed attempts took {took:?}: no wait between them"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

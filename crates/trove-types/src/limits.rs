@@ -92,6 +92,15 @@ pub const ADMIN_LEADER_STATUS_TIMEOUT_MS: u64 = 1_000;
 /// How long a follower waits for the leader's answer to a unary request it forwarded.
 /// Forwarded uploads and downloads have no such limit (they may take hours).
 pub const FORWARDED_CALL_TIMEOUT_MS: u64 = 60_000;
+/// After a leader fails to open its replication stream to a peer, its next attempt waits
+/// this long, doubling with each failure up to [`PEER_STREAM_RETRY_MAX_MS`] (reset by the
+/// first stream that opens). openraft starts the next attempt at once, so a peer that is
+/// down otherwise costs a connection attempt and two warnings every few hundred
+/// microseconds.
+pub const PEER_STREAM_RETRY_MIN_MS: u64 = 10;
+/// The longest wait between attempts to open a replication stream to a peer: how late a
+/// restarted peer may hear from its leader (heartbeats are separate calls).
+pub const PEER_STREAM_RETRY_MAX_MS: u64 = 500;
 
 const _: () = assert!(CHUNK_SIZE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
 const _: () = assert!(MAX_RECORD_VALUE_BYTES + 64 * 1024 <= MAX_CLIENT_MESSAGE_BYTES);
