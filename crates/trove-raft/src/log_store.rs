@@ -5,6 +5,9 @@
 //!   `IOFlushed` callback to the flusher thread, which fdatasyncs once for every
 //!   append that queued up while the previous fdatasync ran (group commit) and only
 //!   then fires the callbacks. A callback never fires before its entries are on disk.
+//! - A chunk entry's bytes go to its chunk file, written and fsynced (and pinned) before
+//!   the record that names it is appended ([`records`]); reading the entry back loads
+//!   the file, and a missing one found at open is log damage (re-seed).
 //! - `save_vote` first makes all appended entries durable, then writes the vote to the
 //!   meta file with fdatasync, so vote and log IO are never reordered.
 //! - `truncate_after` and `purge` are durable before they return; `purge` records the
@@ -30,9 +33,9 @@ use trove_storage::meta::MetaFile;
 use trove_types::limits::{MAX_APPEND_BATCH_BYTES, RECENT_LOG_ENTRY_BYTES};
 
 use crate::codec::{check_version, decode, encode};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 mod records;
-use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Durable Raft metadata kept in the meta file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
