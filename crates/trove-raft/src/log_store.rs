@@ -596,19 +596,15 @@ impl LogReader {
         {
             return Ok(hit);
         }
-        let recs = self.shared.log.read_range(start, end, max_bytes)?;
         // `max_bytes` bounds memory, and a record that names its chunk file is small:
-        // count the payload it loads too (always at least one entry).
+        // it counts with the payload it loads.
+        let recs =
+            self.shared
+                .log
+                .read_range_weighed(start, end, max_bytes, records::held_bytes)?;
         let mut out = Vec::with_capacity(recs.len());
-        let mut held = 0usize;
         for (idx, b) in recs {
-            let stored = records::decode(&b)?;
-            let size = b.len() + stored.by_name.map_or(0, |(_, len)| len as usize);
-            if !out.is_empty() && held.saturating_add(size) > max_bytes {
-                break;
-            }
-            held = held.saturating_add(size);
-            let e = self.shared.load(idx, stored)?;
+            let e = self.shared.load(idx, records::decode(&b)?)?;
             if e.log_id.index != idx {
                 return Err(io_err(format!(
                     "log record {idx} holds entry {}: corrupt log",

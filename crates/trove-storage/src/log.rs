@@ -563,6 +563,19 @@ impl SegmentLog {
     /// range holds any, so a caller can cap a message without ever stalling. Indexes absent
     /// at either end (purged, not yet written) are simply not returned.
     pub fn read_range(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<(u64, Bytes)>> {
+        self.read_range_weighed(start, end, max_bytes, |b| b.len())
+    }
+
+    /// [`SegmentLog::read_range`] where each record counts as `weigh(record)` bytes
+    /// against `max_bytes` (a record that stands for more memory than its own length,
+    /// once its reader has loaded what it refers to).
+    pub fn read_range_weighed(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+        weigh: impl Fn(&[u8]) -> usize,
+    ) -> Result<Vec<(u64, Bytes)>> {
         let ix = self.read_index();
         let Some(last) = ix.last() else {
             return Ok(Vec::new());
@@ -578,12 +591,13 @@ impl SegmentLog {
             let Some((seg, loc)) = ix.lookup(index)? else {
                 break;
             };
-            let len = loc.len as usize;
+            let record = read_record(seg, index, loc)?;
+            let len = weigh(&record);
             if !out.is_empty() && total.saturating_add(len) > max_bytes {
                 break;
             }
-            out.push((index, read_record(seg, index, loc)?));
-            total += len;
+            out.push((index, record));
+            total = total.saturating_add(len);
             index += 1;
         }
         Ok(out)

@@ -60,6 +60,18 @@ pub(super) fn encode(e: &Entry, by_name: bool) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// The memory record `buf` stands for once read back: its own length, plus the payload
+/// of a chunk stored by name.
+pub(super) fn held_bytes(buf: &[u8]) -> usize {
+    let named = match (buf.first(), buf.get(1..5)) {
+        (Some(&CHUNK_BY_NAME), Some(len)) => len
+            .try_into()
+            .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b) as usize),
+        _ => 0,
+    };
+    buf.len().saturating_add(named)
+}
+
 /// A decoded record. For a chunk entry stored by name, `entry`'s payload is empty and
 /// `by_name` tells which file holds it.
 pub(super) struct Stored {
@@ -145,6 +157,8 @@ mod tests {
         assert_eq!(light[0], CHUNK_BY_NAME);
         assert!(light.len() < whole.len());
         check_version(&light).unwrap();
+        assert_eq!(held_bytes(&light), light.len() + 11);
+        assert_eq!(held_bytes(&whole), whole.len());
         let mut back = decode(&light).unwrap();
         assert_eq!(back.by_name, Some(([5; 32], 11)));
         assert_ne!(back.entry, e);
