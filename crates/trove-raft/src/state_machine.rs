@@ -25,7 +25,8 @@ use tokio::sync::Mutex;
 use trove_storage::snapshot::{SnapshotInfo, verify_snapshot};
 use trove_storage::state::{StateCounts, StateStore};
 use trove_types::limits::{
-    MAX_APPLY_GROUP_BYTES, MAX_APPLY_GROUP_ENTRIES, SNAPSHOT_EVERY_PAYLOAD_BYTES,
+    INLINE_APPLY_MAX_BYTES, INLINE_APPLY_MAX_ENTRIES, MAX_APPLY_GROUP_BYTES,
+    MAX_APPLY_GROUP_ENTRIES, SNAPSHOT_EVERY_PAYLOAD_BYTES,
 };
 use trove_types::{Command, Op, OpOk};
 
@@ -130,6 +131,19 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(io_err)?
+}
+
+/// Whether a group of entries is applied on the calling task rather than on a blocking
+/// thread: small groups of record writes, a few sled operations each, for which the two
+/// thread switches of `spawn_blocking` cost more than the work. Object commands (chunk
+/// files, manifests with thousands of references) always go to a blocking thread.
+fn applies_quickly(group: &[(u64, Option<Command>)], bytes: usize) -> bool {
+    bytes <= INLINE_APPLY_MAX_BYTES
+        && group.len() <= INLINE_APPLY_MAX_ENTRIES
+        && group.iter().all(|(_, c)| {
+            c.as_ref()
+                .is_none_or(|c| matches!(c.op, Op::PutRecord { .. } | Op::DeleteRecord { .. }))
+        })
 }
 
 impl StateMachine {
@@ -514,13 +528,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let meta_bytes = encode(&meta)?;
             let store = self.inner.store.clone();
-            let guard = self.inner.apply_lock.lock().await;
-            let results = blocking(move || {
+            let inline = applies_quickly(&group, bytes);
+            let run = move || {
                 let refs: Vec<(u64, Option<&Command>)> =
                     group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
                 Ok(store.apply_entries(&refs, &meta_bytes)?)
-            })
-            .await?;
+            };
+            let guard = self.inner.apply_lock.lock().await;
+            let results = if inline { run()? } else { blocking(run).await? };
             drop(guard);
             self.count_payload(bytes);
             for (responder, result) in responders.into_iter().zip(results) {
@@ -675,5 +690,47 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta,
             snapshot: SnapshotDir { path: dir },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, len: usize) -> Option<Command> {
+        Some(Command {
+            request_id: None,
+            time_ms: 0,
+            op: Op::PutRecord {
+                key: key.into(),
+                value: vec![0u8; len].into(),
+                expected_revision: None,
+            },
+        })
+    }
+
+    #[test]
+    fn only_small_groups_of_record_writes_are_applied_inline() {
+        let records: Vec<_> = (0..8).map(|i| (i, put("k", 256))).collect();
+        assert!(applies_quickly(&records, 8 * 256));
+        let with_blank = vec![(1, None), (2, put("k", 10))];
+        assert!(applies_quickly(&with_blank, 10));
+
+        let many: Vec<_> = (0..INLINE_APPLY_MAX_ENTRIES as u64 + 1)
+            .map(|i| (i, put("k", 1)))
+            .collect();
+        assert!(!applies_quickly(&many, many.len()));
+        assert!(!applies_quickly(&records, INLINE_APPLY_MAX_BYTES + 1));
+
+        let chunk = Some(Command {
+            request_id: None,
+            time_ms: 0,
+            op: Op::PutChunk {
+                upload_id: 1,
+                hash: [0; 32],
+                data: vec![0u8; 16].into(),
+            },
+        });
+        assert!(!applies_quickly(&[(1, put("k", 1)), (2, chunk)], 17));
     }
 }

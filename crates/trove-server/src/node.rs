@@ -157,9 +157,15 @@ impl Node {
 
     /// Decides where a request that must run on the leader goes.
     pub fn route(&self, md: &MetadataMap) -> Result<Route, TroveError> {
-        let m = self.metrics();
-        match m.current_leader {
-            Some(l) if l == self.id && m.state == ServerState::Leader => Ok(Route::Local),
+        // Two fields, read in place: this runs on every request, and a clone of the whole
+        // metrics (membership, per-peer maps) allocates.
+        let (leader, state) = {
+            let rx = self.raft.metrics();
+            let m = rx.borrow_watched();
+            (m.current_leader, m.state)
+        };
+        match leader {
+            Some(l) if l == self.id && state == ServerState::Leader => Ok(Route::Local),
             Some(l) if l != self.id => {
                 if md.contains_key(FORWARDED_KEY) {
                     // Forwarded to us, but we are not the leader: let the client retry.

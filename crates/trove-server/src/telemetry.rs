@@ -396,8 +396,7 @@ where
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 64)
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+            .map_or_else(made_up_request_id, str::to_string);
         let span = tracing::info_span!(
             "request",
             node = self.node_id,
@@ -413,7 +412,7 @@ where
             async move {
                 let resp = fut.await?;
                 let (mut parts, body) = resp.into_parts();
-                if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+                if let Some(v) = request_id_value(&request_id) {
                     parts.headers.insert(REQUEST_ID_HEADER, v);
                 }
                 let mut call = Some(CallEnd {
@@ -439,6 +438,28 @@ where
             .instrument(span),
         )
     }
+}
+
+/// A request id for a request that came without one: 16 hex digits, unique within the
+/// process (a counter) and unlikely to repeat across processes (a random start). No
+/// system call per request, unlike a random UUID.
+fn made_up_request_id() -> String {
+    static NEXT: OnceLock<std::sync::atomic::AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU64::new(rand::random()));
+    format!(
+        "{:016x}",
+        next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The `x-request-id` response header for `id`, marked never-indexed: ids differ from
+/// one request to the next, so entering each in the connection's HPACK table (as HTTP/2
+/// does with header values by default) only evicts useful entries, and every later
+/// response then compares its id against all the ids still in the table.
+fn request_id_value(id: &str) -> Option<http::HeaderValue> {
+    let mut v = http::HeaderValue::from_str(id).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 /// A call whose end is still to be recorded.
@@ -537,5 +558,23 @@ impl<B> Drop for Metered<B> {
         if let Some(c) = self.call.take() {
             c.record(b"1"); // CANCELLED: the client went away before the status.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_request_ids_differ_and_are_never_indexed() {
+        let a = made_up_request_id();
+        let b = made_up_request_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+        let v = request_id_value(&a).expect("hex digits are a valid header value");
+        assert_eq!(v.to_str().unwrap(), a);
+        assert!(v.is_sensitive(), "the id must not enter the HPACK table");
+        assert!(request_id_value("bad\nid").is_none());
     }
 }

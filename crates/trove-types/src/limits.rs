@@ -40,6 +40,11 @@ pub const SNAPSHOT_EVERY_PAYLOAD_BYTES: u64 = 512 * 1024 * 1024;
 pub const MAX_APPLY_GROUP_ENTRIES: usize = 512;
 /// Most command payload bytes (record values, chunk data) in one apply group.
 pub const MAX_APPLY_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Largest apply group (entries) run on the Raft task itself instead of a blocking
+/// thread, when it holds only record writes (see `trove_raft::state_machine`).
+pub const INLINE_APPLY_MAX_ENTRIES: usize = 64;
+/// Largest apply group (command payload bytes) run on the Raft task itself.
+pub const INLINE_APPLY_MAX_BYTES: usize = 256 * 1024;
 /// Size of one piece of a snapshot file on the wire.
 pub const SNAPSHOT_PIECE_BYTES: usize = 1024 * 1024;
 
