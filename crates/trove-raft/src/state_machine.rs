@@ -133,10 +133,12 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(io_err)?
 }
 
-/// Whether a group of entries is applied on the calling task rather than on a blocking
-/// thread: small groups of record writes, a few sled operations each, for which the two
-/// thread switches of `spawn_blocking` cost more than the work. Object commands (chunk
-/// files, manifests with thousands of references) always go to a blocking thread.
+/// Whether a group of entries may be applied on the calling task rather than on a
+/// blocking thread: small groups of record writes, a few sled operations each, for which
+/// the two thread switches of `spawn_blocking` cost more than the work. Object commands
+/// (chunk files, manifests with thousands of references) always go to a blocking thread,
+/// and so does any group while the store has slow work due
+/// (`StateStore::try_apply_entries_now`).
 fn applies_quickly(group: &[(u64, Option<Command>)], bytes: usize) -> bool {
     bytes <= INLINE_APPLY_MAX_BYTES
         && group.len() <= INLINE_APPLY_MAX_ENTRIES
@@ -528,14 +530,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             let meta_bytes = encode(&meta)?;
             let store = self.inner.store.clone();
-            let inline = applies_quickly(&group, bytes);
-            let run = move || {
+            let guard = self.inner.apply_lock.lock().await;
+            let now = if applies_quickly(&group, bytes) {
                 let refs: Vec<(u64, Option<&Command>)> =
                     group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
-                Ok(store.apply_entries(&refs, &meta_bytes)?)
+                store.try_apply_entries_now(&refs, &meta_bytes)
+            } else {
+                None
             };
-            let guard = self.inner.apply_lock.lock().await;
-            let results = if inline { run()? } else { blocking(run).await? };
+            let results = match now {
+                Some(results) => results?,
+                None => {
+                    blocking(move || {
+                        let refs: Vec<(u64, Option<&Command>)> =
+                            group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
+                        Ok(store.apply_entries(&refs, &meta_bytes)?)
+                    })
+                    .await?
+                }
+            };
             drop(guard);
             self.count_payload(bytes);
             for (responder, result) in responders.into_iter().zip(results) {

@@ -367,6 +367,12 @@ impl ChunkStore {
         self.inner.pins.take_unpinned()
     }
 
+    /// Whether [`ChunkStore::take_unpinned`] has chunks to report: the next apply will
+    /// remove their files.
+    pub fn has_unpinned(&self) -> bool {
+        self.inner.pins.has_unpinned()
+    }
+
     /// Whether a raft log entry holds `hash` by name.
     pub fn is_pinned(&self, hash: &Sha256Digest) -> bool {
         self.inner.pins.lock().is_pinned(hash)

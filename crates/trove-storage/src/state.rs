@@ -347,6 +347,28 @@ impl StateStore {
         })
     }
 
+    /// [`Self::apply_entries`], but only if it can run at once and briefly, for a caller on
+    /// an async task: `None` (nothing applied) while another holder has the apply lock
+    /// (an export closing, the start-up sweep of unreferenced chunks) or while chunk files
+    /// wait to be removed by the next apply.
+    pub fn try_apply_entries_now(
+        &self,
+        entries: &[(u64, Option<&Command>)],
+        raft_meta: &[u8],
+    ) -> Option<Result<Vec<Option<CommandResult>>>> {
+        let _guard = match self.apply_lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if self.chunks.has_unpinned() {
+            return None;
+        }
+        Some(self.with_tree(|tree| {
+            apply::apply_entries(tree, &self.chunks, &self.views, entries, raft_meta)
+        }))
+    }
+
     /// Asks sled to write its buffers to disk (sled's flush is not a full fsync; the Raft
     /// log, not sled, is the durability root).
     pub fn flush(&self) -> Result<()> {

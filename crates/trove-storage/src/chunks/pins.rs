@@ -107,6 +107,11 @@ impl Pins {
             .collect()
     }
 
+    /// Whether [`Pins::take_unpinned`] has chunks to report.
+    pub(super) fn has_unpinned(&self) -> bool {
+        !self.lock().unpinned.is_empty()
+    }
+
     /// How many log entries hold a chunk.
     pub(super) fn len(&self) -> usize {
         self.lock().by_index.len()

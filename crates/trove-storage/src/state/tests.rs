@@ -771,3 +771,46 @@ fn a_chunk_a_log_entry_holds_is_removed_once_the_log_drops_it() {
     assert!(chunks.contains(&kept.0.hash));
     check_invariants(&h.store);
 }
+
+#[test]
+fn applying_at_once_declines_while_slow_work_is_due() {
+    let h = Harness::new();
+    let cmd = Command {
+        request_id: None,
+        time_ms: h.time_ms,
+        op: put("k", "v", None),
+    };
+    // Another holder of the apply lock (an export closing, the start-up sweep).
+    {
+        let _held = h.store.lock_apply();
+        assert!(
+            h.store
+                .try_apply_entries_now(&[(1, Some(&cmd))], b"m1")
+                .is_none()
+        );
+    }
+    // A chunk file the next apply removes.
+    let c = chunk(6, 10);
+    let chunks = h.store.chunks().clone();
+    chunks.pin(1, c.0.hash);
+    chunks.put_for_log(&c.0.hash, &c.1).unwrap();
+    chunks.unpin_after(None);
+    assert!(
+        h.store
+            .try_apply_entries_now(&[(1, Some(&cmd))], b"m1")
+            .is_none()
+    );
+    assert!(
+        h.store.get_record("k").unwrap().is_none(),
+        "declined means not applied"
+    );
+
+    // Nothing due: applied, and the same as `apply_entries`.
+    h.store.apply_entries(&[(1, None)], b"m1").unwrap();
+    assert!(!chunks.contains(&c.0.hash));
+    let results = h.store.try_apply_entries_now(&[(2, Some(&cmd))], b"m2");
+    let results = results.expect("nothing due").unwrap();
+    assert_eq!(results, vec![Some(Ok(OpOk::Revision(2)))]);
+    assert_eq!(h.store.get_record("k").unwrap().unwrap().revision, 2);
+    check_invariants(&h.store);
+}
