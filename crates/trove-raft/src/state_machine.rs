@@ -133,6 +133,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(io_err)?
 }
 
+/// A group's entries as `StateStore::apply_entries` takes them.
+fn as_refs(group: &[(u64, Option<Command>)]) -> Vec<(u64, Option<&Command>)> {
+    group.iter().map(|(i, c)| (*i, c.as_ref())).collect()
+}
+
 /// Whether a group of entries may be applied on the calling task rather than on a
 /// blocking thread: small groups of record writes, a few sled operations each, for which
 /// the two thread switches of `spawn_blocking` cost more than the work. Object commands
@@ -532,21 +537,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let store = self.inner.store.clone();
             let guard = self.inner.apply_lock.lock().await;
             let now = if applies_quickly(&group, bytes) {
-                let refs: Vec<(u64, Option<&Command>)> =
-                    group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
-                store.try_apply_entries_now(&refs, &meta_bytes)
+                store.try_apply_entries_now(&as_refs(&group), &meta_bytes)
             } else {
                 None
             };
             let results = match now {
                 Some(results) => results?,
                 None => {
-                    blocking(move || {
-                        let refs: Vec<(u64, Option<&Command>)> =
-                            group.iter().map(|(i, c)| (*i, c.as_ref())).collect();
-                        Ok(store.apply_entries(&refs, &meta_bytes)?)
-                    })
-                    .await?
+                    blocking(move || Ok(store.apply_entries(&as_refs(&group), &meta_bytes)?))
+                        .await?
                 }
             };
             drop(guard);

@@ -444,12 +444,10 @@ where
 /// process (a counter) and unlikely to repeat across processes (a random start). No
 /// system call per request, unlike a random UUID.
 fn made_up_request_id() -> String {
-    static NEXT: OnceLock<std::sync::atomic::AtomicU64> = OnceLock::new();
-    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU64::new(rand::random()));
-    format!(
-        "{:016x}",
-        next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU64::new(rand::random()));
+    format!("{:016x}", next.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The `x-request-id` response header for `id`, marked never-indexed: ids differ from

@@ -342,6 +342,15 @@ impl StateStore {
         raft_meta: &[u8],
     ) -> Result<Vec<Option<CommandResult>>> {
         let _guard = self.lock_apply();
+        self.apply_locked(entries, raft_meta)
+    }
+
+    /// The work of [`Self::apply_entries`], for a caller holding the apply lock.
+    fn apply_locked(
+        &self,
+        entries: &[(u64, Option<&Command>)],
+        raft_meta: &[u8],
+    ) -> Result<Vec<Option<CommandResult>>> {
         self.with_tree(|tree| {
             apply::apply_entries(tree, &self.chunks, &self.views, entries, raft_meta)
         })
@@ -364,9 +373,7 @@ impl StateStore {
         if self.chunks.has_unpinned() {
             return None;
         }
-        Some(self.with_tree(|tree| {
-            apply::apply_entries(tree, &self.chunks, &self.views, entries, raft_meta)
-        }))
+        Some(self.apply_locked(entries, raft_meta))
     }
 
     /// Asks sled to write its buffers to disk (sled's flush is not a full fsync; the Raft
