@@ -11,6 +11,7 @@ pub mod gate;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
+mod snapshot_pace;
 pub mod state_machine;
 pub mod types;
 
@@ -22,6 +23,8 @@ pub use state_machine::{
     BackupExport, ChunkRepairer, RaftMeta, RestoredState, StateMachine, seed_restored_state,
 };
 pub use types::{Applied, LogId, Raft, SnapshotDir, TroveNode, TypeConfig};
+
+use trove_types::limits::SNAPSHOT_MAX_ENTRIES_FACTOR;
 
 /// openraft configuration tuned for Trove (validated).
 pub fn raft_config(
@@ -38,7 +41,11 @@ pub fn raft_config(
         // A big snapshot is streamed; openraft uses this as the transfer's hard deadline.
         install_snapshot_timeout: 3_600_000,
         max_payload_entries: 256,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_every_entries),
+        // The state machine asks for snapshots, paced by their cost (`snapshot_pace`);
+        // openraft's own policy is only the bound on how long the log may grow.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            snapshot_every_entries.saturating_mul(SNAPSHOT_MAX_ENTRIES_FACTOR),
+        ),
         max_in_snapshot_log_to_keep: 64,
         enable_pre_vote: Some(true),
         // A follower whose log goes back (a wiped, rolled-back or damaged volume) is a

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -26,11 +27,12 @@ use trove_storage::snapshot::{SnapshotInfo, verify_snapshot};
 use trove_storage::state::{StateCounts, StateStore};
 use trove_types::limits::{
     INLINE_APPLY_MAX_BYTES, INLINE_APPLY_MAX_ENTRIES, MAX_APPLY_GROUP_BYTES,
-    MAX_APPLY_GROUP_ENTRIES, SNAPSHOT_EVERY_PAYLOAD_BYTES,
+    MAX_APPLY_GROUP_ENTRIES,
 };
 use trove_types::{Command, Op, OpOk};
 
 use crate::codec::{decode, encode};
+use crate::snapshot_pace::SnapshotPace;
 use crate::types::{
     Applied, LogId, Snapshot, SnapshotDir, SnapshotMeta, StoredMembership, TroveNode, TypeConfig,
 };
@@ -97,14 +99,13 @@ struct Inner {
     repairer: std::sync::OnceLock<ChunkRepairer>,
     /// Asks Raft for a snapshot (set by the server once it runs).
     snapshot_trigger: std::sync::OnceLock<SnapshotTrigger>,
-    /// Command payload bytes applied since the last snapshot build started.
-    payload_since_snapshot: std::sync::atomic::AtomicU64,
-    /// A snapshot was asked for and its build has not started yet.
-    snapshot_asked: std::sync::atomic::AtomicBool,
+    /// When to ask for the next snapshot (set with the trigger).
+    snapshot_pace: std::sync::OnceLock<std::sync::Mutex<SnapshotPace>>,
 }
 
-/// Asks Raft to build a snapshot now (without waiting for it).
-pub type SnapshotTrigger = Arc<dyn Fn() + Send + Sync>;
+/// Asks Raft to build a snapshot; resolves once Raft took the request (not the build).
+pub type SnapshotTrigger =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Fetches the chunk with this hash from a peer, verifies it and stores it in this
 /// node's chunk store (the server's `repair` module).
@@ -218,8 +219,7 @@ impl StateMachine {
                 current: std::sync::Mutex::new(best.map(|(meta, _, path)| (meta, path))),
                 repairer: std::sync::OnceLock::new(),
                 snapshot_trigger: std::sync::OnceLock::new(),
-                payload_since_snapshot: std::sync::atomic::AtomicU64::new(0),
-                snapshot_asked: std::sync::atomic::AtomicBool::new(false),
+                snapshot_pace: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -274,31 +274,45 @@ impl StateMachine {
         let _ = self.inner.repairer.set(r);
     }
 
-    /// Lets the state machine ask for a snapshot once [`SNAPSHOT_EVERY_PAYLOAD_BYTES`] of
-    /// command payload (object chunks, record values) were applied since the last one, so
-    /// the log stays bounded in bytes as well as in entries (once).
-    pub fn set_snapshot_trigger(&self, t: SnapshotTrigger) {
+    /// Lets the state machine ask for snapshots, paced as [`crate::snapshot_pace`] says:
+    /// after `every_entries` entries, no sooner than the last build allows, and once
+    /// [`trove_types::limits::SNAPSHOT_EVERY_PAYLOAD_BYTES`] of command payload were
+    /// applied (once).
+    pub fn set_snapshot_trigger(&self, every_entries: u64, t: SnapshotTrigger) {
+        let _ = self
+            .inner
+            .snapshot_pace
+            .set(std::sync::Mutex::new(SnapshotPace::new(every_entries)));
         let _ = self.inner.snapshot_trigger.set(t);
     }
 
-    /// Counts applied payload bytes and asks for a snapshot when enough accumulated.
-    fn count_payload(&self, bytes: usize) {
-        use std::sync::atomic::Ordering;
+    fn pace(inner: &Inner) -> Option<std::sync::MutexGuard<'_, SnapshotPace>> {
+        let pace = inner.snapshot_pace.get()?;
+        Some(pace.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts an applied group and asks for a snapshot when one is due.
+    fn count_applied(&self, entries: usize, bytes: usize) {
         let inner = &self.inner;
-        let total = inner
-            .payload_since_snapshot
-            .fetch_add(bytes as u64, Ordering::Relaxed)
-            + bytes as u64;
-        if total >= SNAPSHOT_EVERY_PAYLOAD_BYTES
-            && !inner.snapshot_asked.swap(true, Ordering::Relaxed)
-            && let Some(trigger) = inner.snapshot_trigger.get()
-        {
-            tracing::debug!(
-                bytes = total,
-                "enough payload applied since the last snapshot; asking for one"
-            );
-            trigger();
-        }
+        let Some(wait) = Self::pace(inner)
+            .and_then(|mut p| p.applied(entries as u64, bytes as u64, Instant::now()))
+        else {
+            return;
+        };
+        let Some(trigger) = inner.snapshot_trigger.get().cloned() else {
+            return;
+        };
+        let inner = Arc::clone(inner);
+        tracing::debug!(?wait, "a snapshot is due; asking for one");
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(e) = trigger().await {
+                tracing::warn!(error = %e, "asking for a snapshot failed");
+                if let Some(mut p) = Self::pace(&inner) {
+                    p.ask_failed();
+                }
+            }
+        });
     }
 
     /// Whether a valid snapshot was found (at open) or built since.
@@ -549,7 +563,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             };
             drop(guard);
-            self.count_payload(bytes);
+            self.count_applied(responders.len(), bytes);
             for (responder, result) in responders.into_iter().zip(results) {
                 if let Some(r) = responder {
                     r.send(Applied(result.unwrap_or(Ok(OpOk::Done))));
@@ -568,7 +582,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotDir,
     ) -> Result<(), io::Error> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let inner = self.inner.clone();
         let name = snapshot_name(meta);
         let dest = inner.snapshots_dir.join(&name);
@@ -679,15 +693,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotDir;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let inner = self.inner.clone();
         let _exporting = inner.export_lock.lock().await;
-        inner
-            .payload_since_snapshot
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        inner
-            .snapshot_asked
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mut p) = Self::pace(&inner) {
+            p.build_started();
+        }
         let snapshots_dir = inner.snapshots_dir.clone();
         let (meta, info) = export(&inner, "snapshot build", move |meta| {
             Ok(snapshots_dir.join(snapshot_name(meta)))
@@ -695,8 +706,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .await?;
         let dir = info.dir.clone();
         self.set_current(meta.clone(), dir.clone())?;
+        let took = started.elapsed();
+        if let Some(mut p) = Self::pace(&inner) {
+            p.build_finished(took, Instant::now());
+        }
         metrics::histogram!(trove_types::metrics::SNAPSHOT_BUILD_SECONDS)
-            .record(started.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
         tracing::info!(last = ?meta.last_log_id, "built snapshot");
         Ok(Snapshot {
             meta,

@@ -15,7 +15,8 @@ pub struct Tuning {
     pub election_min_ms: u64,
     /// Election timeout range.
     pub election_max_ms: u64,
-    /// Build a snapshot after this many log entries.
+    /// Build a snapshot after this many log entries (paced by the last build's duration;
+    /// see `trove_raft`'s `snapshot_pace`).
     pub snapshot_every_entries: u64,
     /// How often the leader proposes the expiry of abandoned uploads and old request ids.
     pub expire_interval_ms: u64,

@@ -335,15 +335,20 @@ pub async fn run(
     }));
 
     let weak = Arc::downgrade(&node);
-    sm.set_snapshot_trigger(Arc::new(move || {
-        if let Some(node) = weak.upgrade() {
-            tokio::spawn(async move {
-                if let Err(e) = node.raft.trigger().snapshot().await {
-                    tracing::warn!(error = %e, "asking for a snapshot failed");
-                }
-            });
-        }
-    }));
+    sm.set_snapshot_trigger(
+        t.snapshot_every_entries,
+        Arc::new(move || {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let node = weak.upgrade().ok_or("the node is stopping")?;
+                node.raft
+                    .trigger()
+                    .snapshot()
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

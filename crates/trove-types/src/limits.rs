@@ -36,6 +36,13 @@ pub const RECENT_LOG_ENTRY_BYTES: usize = 16 * 1024 * 1024;
 /// A snapshot is also taken once this many command payload bytes (chunks, record values)
 /// were applied since the last one, whatever the entry count: it bounds the log's size.
 pub const SNAPSHOT_EVERY_PAYLOAD_BYTES: u64 = 512 * 1024 * 1024;
+/// After a snapshot build that took D, the next is not asked for until D × this has
+/// passed since it ended: builds, whose cost grows with the state, take at most about a
+/// tenth of a node's time (see `trove_raft`'s `snapshot_pace`).
+pub const SNAPSHOT_PACE_FACTOR: u32 = 9;
+/// However slow builds are, one is made after `snapshot_every_entries` × this entries:
+/// the bound on the log's length in entries.
+pub const SNAPSHOT_MAX_ENTRIES_FACTOR: u64 = 50;
 /// Most entries the state machine applies in one atomic state batch.
 pub const MAX_APPLY_GROUP_ENTRIES: usize = 512;
 /// Most command payload bytes (record values, chunk data) in one apply group.
