@@ -4,6 +4,9 @@
 //! Exit status: 0 success; 1 the operation failed (`error: <message>` on stderr); 2 usage
 //! error (clap's, or a bad `--config` file / `--endpoints` value).
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod args;
 mod backup;
 mod bench;
