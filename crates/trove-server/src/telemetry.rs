@@ -350,8 +350,10 @@ pub struct GrpcLayer {
 }
 
 impl GrpcLayer {
-    /// A layer for node `node_id`.
+    /// A layer for node `node_id`. Installs the recorder first: the per-method metric
+    /// handles are made once, and one made before the recorder would record nothing.
     pub fn new(node_id: u64) -> Self {
+        prometheus();
         GrpcLayer { node_id }
     }
 }
@@ -388,9 +390,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let (service, method) = (service.to_string(), method.to_string());
+        let method = MethodMetrics::of(req.uri().path());
         let request_id = req
             .headers()
             .get(REQUEST_ID_HEADER)
@@ -401,7 +401,7 @@ where
             "request",
             node = self.node_id,
             request_id = %request_id,
-            method = %format_args!("{service}/{method}"),
+            method = %method.path,
         );
         let started = Instant::now();
         let fut = {
@@ -416,7 +416,6 @@ where
                     parts.headers.insert(REQUEST_ID_HEADER, v);
                 }
                 let mut call = Some(CallEnd {
-                    service,
                     method,
                     started,
                     span: tracing::Span::current(),
@@ -437,6 +436,53 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// Most distinct request paths whose metric handles are kept (a client can send any
+/// path; the ones past this are registered on each call instead, as before the cache).
+const METHOD_METRICS_KEPT: usize = 256;
+
+/// One gRPC method's labels and metric handles. Registering a labelled metric hashes and
+/// looks up its labels (and allocates them) on every call, a few percent of a node's CPU
+/// under small requests; the handles are made once per method instead.
+struct MethodMetrics {
+    /// `service/method`, for the request span.
+    path: String,
+    service: String,
+    method: String,
+    seconds: metrics::Histogram,
+    handled_ok: metrics::Counter,
+}
+
+impl MethodMetrics {
+    /// The method of a request path (`/service/method`), its handles made on first use.
+    fn of(path: &str) -> Arc<MethodMetrics> {
+        type Cache = std::sync::RwLock<std::collections::HashMap<String, Arc<MethodMetrics>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let path = path.trim_start_matches('/');
+        if let Some(m) = cache.read().unwrap_or_else(|p| p.into_inner()).get(path) {
+            return Arc::clone(m);
+        }
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let m = Arc::new(MethodMetrics {
+            path: path.to_string(),
+            service: service.to_string(),
+            method: method.to_string(),
+            seconds: metrics::histogram!(names::GRPC_HANDLING_SECONDS,
+                "grpc_service" => service.to_string(),
+                "grpc_method" => method.to_string()),
+            handled_ok: metrics::counter!(names::GRPC_HANDLED,
+                "grpc_service" => service.to_string(),
+                "grpc_method" => method.to_string(),
+                "grpc_code" => "OK"),
+        });
+        let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < METHOD_METRICS_KEPT {
+            cache.insert(path.to_string(), Arc::clone(&m));
+        }
+        m
     }
 }
 
@@ -462,8 +508,7 @@ fn request_id_value(id: &str) -> Option<http::HeaderValue> {
 
 /// A call whose end is still to be recorded.
 struct CallEnd {
-    service: String,
-    method: String,
+    method: Arc<MethodMetrics>,
     started: Instant,
     /// The request's span, for the closing log line.
     span: tracing::Span,
@@ -480,15 +525,17 @@ impl CallEnd {
                 "request finished"
             );
         });
-        metrics::counter!(names::GRPC_HANDLED,
-            "grpc_service" => self.service.clone(),
-            "grpc_method" => self.method.clone(),
-            "grpc_code" => code)
-        .increment(1);
-        metrics::histogram!(names::GRPC_HANDLING_SECONDS,
-            "grpc_service" => self.service,
-            "grpc_method" => self.method)
-        .record(elapsed.as_secs_f64());
+        let m = &self.method;
+        if code == "OK" {
+            m.handled_ok.increment(1);
+        } else {
+            metrics::counter!(names::GRPC_HANDLED,
+                "grpc_service" => m.service.clone(),
+                "grpc_method" => m.method.clone(),
+                "grpc_code" => code)
+            .increment(1);
+        }
+        m.seconds.record(elapsed.as_secs_f64());
     }
 }
 
@@ -574,5 +621,52 @@ mod tests {
         assert_eq!(v.to_str().unwrap(), a);
         assert!(v.is_sensitive(), "the id must not enter the HPACK table");
         assert!(request_id_value("bad\nid").is_none());
+    }
+
+    fn series(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn method_metrics_are_made_once_and_count_every_call() {
+        let _layer = GrpcLayer::new(1); // installs the recorder first, as a server does
+        let a = MethodMetrics::of("/test.Svc/Call");
+        assert!(Arc::ptr_eq(&a, &MethodMetrics::of("/test.Svc/Call")));
+        assert_eq!(
+            (a.service.as_str(), a.method.as_str()),
+            ("test.Svc", "Call")
+        );
+        assert_eq!(a.path, "test.Svc/Call");
+        let end = |code: &[u8]| {
+            CallEnd {
+                method: MethodMetrics::of("/test.Svc/Call"),
+                started: Instant::now(),
+                span: tracing::Span::none(),
+            }
+            .record(code)
+        };
+        end(b"0");
+        end(b"0");
+        end(b"5");
+        let text = prometheus().render();
+        let handled = |code: &str| {
+            series(
+                &text,
+                &format!(
+                    "{}{{grpc_service=\"test.Svc\",grpc_method=\"Call\",grpc_code=\"{code}\"}}",
+                    names::GRPC_HANDLED
+                ),
+            )
+        };
+        assert_eq!(handled("OK"), Some(2.0), "{text}");
+        assert_eq!(handled("NotFound"), Some(1.0), "{text}");
+        let count = format!(
+            "{}_count{{grpc_service=\"test.Svc\",grpc_method=\"Call\"}}",
+            names::GRPC_HANDLING_SECONDS
+        );
+        assert_eq!(series(&text, &count), Some(3.0), "{text}");
     }
 }
