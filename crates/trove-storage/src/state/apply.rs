@@ -29,6 +29,9 @@ pub(super) const PRUNE_PER_APPLY: usize = 4;
 /// Pending writes: `None` deletes the key.
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// What pruning carries from one entry of a group to the next: the cursor and the floor.
+type Pruning = (Option<Vec<u8>>, ExpiryFloor);
+
 /// The pending writes of one entry over the committed tree and the writes of the earlier
 /// entries of its group: point reads see earlier writes of the same entry too (an op may
 /// touch one refcount several times).
@@ -41,16 +44,62 @@ pub(super) struct Tx<'a> {
     /// The group's pruning cursor: every request-id expiry key up to this one is deleted
     /// by the group's writes (see [`prune_dedup`]).
     pruned_upto: Option<Vec<u8>>,
+    /// What the group knows of the expiry keys after the cursor (see [`ExpiryFloor`]).
+    expiry_floor: ExpiryFloor,
+}
+
+/// A lower bound on the request-id expiry keys after the group's pruning cursor, as the
+/// tree and the group's writes so far hold them. Expiry keys sort by time, so when the
+/// bound is not due, no key after the cursor is, and pruning can skip its scan of the
+/// tree: the result is the scan's (it would delete nothing). A follower applies about 18
+/// entries per group, and each entry's scan (a sled range iterator) was about 4% of its
+/// CPU under record writes.
+#[derive(Clone, Debug, Default)]
+enum ExpiryFloor {
+    /// Not known: the next pruning scans.
+    #[default]
+    Unknown,
+    /// No expiry key after the cursor.
+    Empty,
+    /// Every expiry key after the cursor is at or after this one, of this time.
+    At(Vec<u8>, u64),
+}
+
+impl ExpiryFloor {
+    /// Whether pruning at `now_ms` would find nothing due.
+    fn nothing_due(&self, now_ms: u64) -> bool {
+        match self {
+            ExpiryFloor::Unknown => false,
+            ExpiryFloor::Empty => true,
+            ExpiryFloor::At(_, time_ms) => time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms,
+        }
+    }
+
+    /// An expiry key written by the group: the bound is at most that key.
+    fn written(&mut self, key: &[u8]) {
+        let lower = match self {
+            ExpiryFloor::Unknown => false,
+            ExpiryFloor::Empty => true,
+            ExpiryFloor::At(floor, _) => key < floor.as_slice(),
+        };
+        if lower {
+            *self = match codec::parse_expiry_key(key) {
+                Some((time_ms, _)) => ExpiryFloor::At(key.to_vec(), time_ms),
+                None => ExpiryFloor::Unknown,
+            };
+        }
+    }
 }
 
 impl<'a> Tx<'a> {
-    fn new(tree: &'a sled::Tree, earlier: &'a Writes, pruned_upto: Option<Vec<u8>>) -> Self {
+    fn new(tree: &'a sled::Tree, earlier: &'a Writes, pruning: Pruning) -> Self {
         Tx {
             tree,
             earlier,
             writes: BTreeMap::new(),
             released: BTreeSet::new(),
-            pruned_upto,
+            pruned_upto: pruning.0,
+            expiry_floor: pruning.1,
         }
     }
 
@@ -108,14 +157,13 @@ impl<'a> Tx<'a> {
     }
 
     fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
-        if self
-            .pruned_upto
-            .as_ref()
-            .is_some_and(|upto| key.starts_with(codec::DEDUP_EXPIRY) && key <= *upto)
-        {
-            // An expiry key at or before the cursor (a clock that went back): the keys
-            // up to the cursor are no longer all deleted.
-            self.pruned_upto = None;
+        if key.starts_with(codec::DEDUP_EXPIRY) {
+            if self.pruned_upto.as_ref().is_some_and(|upto| key <= *upto) {
+                // An expiry key at or before the cursor (a clock that went back): the
+                // keys up to the cursor are no longer all deleted.
+                self.pruned_upto = None;
+            }
+            self.expiry_floor.written(&key);
         }
         self.writes.insert(key, Some(codec::encode(value)?));
         Ok(())
@@ -175,9 +223,9 @@ pub(super) fn apply_entries(
     let mut group = Writes::new();
     let mut maybe_released = BTreeSet::new();
     let mut results = Vec::with_capacity(entries.len());
-    let mut pruned_upto = None;
+    let mut pruning = Pruning::default();
     for &(index, cmd) in entries {
-        let mut tx = Tx::new(tree, &group, pruned_upto.take());
+        let mut tx = Tx::new(tree, &group, std::mem::take(&mut pruning));
         let result = match cmd {
             Some(cmd) => Some(apply_command(&mut tx, chunks, index, cmd)?),
             None => None,
@@ -185,10 +233,11 @@ pub(super) fn apply_entries(
         let Tx {
             writes,
             released,
-            pruned_upto: upto,
+            pruned_upto,
+            expiry_floor,
             ..
         } = tx;
-        pruned_upto = upto;
+        pruning = (pruned_upto, expiry_floor);
         group.extend(writes);
         maybe_released.extend(released);
         results.push(result);
@@ -602,20 +651,31 @@ fn expire_uploads(tx: &mut Tx<'_>, now_ms: u64) -> Result<()> {
 /// oldest first, and a key inserted at or before the cursor resets it), so a scan from the
 /// start would only skip them. Without the cursor each entry re-walked all the deletions
 /// of the entries before it in its group.
+///
+/// The scan is skipped when the group's [`ExpiryFloor`] shows nothing is due; otherwise
+/// it leaves the floor at the first key it kept (or `Empty` when it ran out of keys).
 fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()> {
-    let due = tx
-        .scan_prefix_after(codec::DEDUP_EXPIRY, tx.pruned_upto.as_deref())
-        .take(limit.unwrap_or(usize::MAX));
-    for kv in due {
+    if tx.expiry_floor.nothing_due(now_ms) {
+        return Ok(());
+    }
+    let scan = tx.scan_prefix_after(codec::DEDUP_EXPIRY, tx.pruned_upto.as_deref());
+    let mut floor = ExpiryFloor::Empty;
+    let mut pruned = 0;
+    for kv in scan {
         let (k, _) = kv?;
         let (time_ms, qkey) = codec::parse_expiry_key(&k)
             .ok_or_else(|| StorageError::Codec(format!("malformed expiry key {k:?}")))?;
-        if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms {
+        if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms
+            || limit.is_some_and(|l| pruned >= l)
+        {
+            floor = ExpiryFloor::At(k, time_ms);
             break;
         }
         tx.delete(k.clone());
         tx.delete(qkey);
         tx.pruned_upto = Some(k);
+        pruned += 1;
     }
+    tx.expiry_floor = floor;
     Ok(())
 }

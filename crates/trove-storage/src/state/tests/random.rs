@@ -327,3 +327,57 @@ fn pruning_request_ids_in_a_group_matches_one_by_one() {
     assert_eq!(ids_left(&a), 29);
     assert_eq!(ids_left(&b), 29);
 }
+
+/// Pruning skips its scan while the group's floor shows nothing is due; an id written by
+/// the group from a clock far behind lowers the floor, so a later entry of the group that
+/// finds that id due prunes it, as one at a time.
+#[test]
+fn an_id_from_a_clock_behind_lowers_the_groups_pruning_floor() {
+    let retention = trove_types::limits::REQUEST_ID_RETENTION_MS;
+    let t0 = 1_700_000_000_000u64;
+    let put = |seq: u64, time_ms: u64| Command {
+        request_id: Some(RequestId {
+            client_id: "c".into(),
+            seq,
+        }),
+        time_ms,
+        op: Op::PutRecord {
+            key: format!("k{seq}"),
+            value: Bytes::from_static(b"v"),
+            expected_revision: None,
+        },
+    };
+    let early = put(0, t0);
+    let late = [
+        // Not yet due: the floor becomes the early id.
+        put(1, t0 + retention - 10),
+        // A clock far behind: its id sorts before the floor.
+        put(2, t0 - 5),
+        // Due: the id of the clock behind (t0 - 5), not the early one (t0).
+        put(3, t0 + retention - 3),
+    ];
+    let a = Harness::new();
+    let b = Harness::new();
+    a.store.apply(1, Some(&early), b"m").unwrap();
+    b.store.apply(1, Some(&early), b"m").unwrap();
+    let one_by_one: Vec<_> = late
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| a.store.apply(i as u64 + 2, Some(cmd), b"m").unwrap())
+        .collect();
+    let group: Vec<(u64, Option<&Command>)> = late
+        .iter()
+        .enumerate()
+        .map(|(i, cmd)| (i as u64 + 2, Some(cmd)))
+        .collect();
+    assert_eq!(one_by_one, b.store.apply_entries(&group, b"m").unwrap());
+    assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
+    let ids_left = |h: &Harness| {
+        h.store
+            .with_tree(|t| Ok(t.scan_prefix(codec::DEDUP_EXPIRY).count()))
+            .unwrap()
+    };
+    // The early id and ids 1 and 3 remain; id 2 was pruned by id 3.
+    assert_eq!(ids_left(&a), 3);
+    assert_eq!(ids_left(&b), 3);
+}
