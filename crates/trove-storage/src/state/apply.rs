@@ -660,8 +660,7 @@ fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()>
     }
     let scan = tx.scan_prefix_after(codec::DEDUP_EXPIRY, tx.pruned_upto.as_deref());
     let mut floor = ExpiryFloor::Empty;
-    let mut pruned = 0;
-    for kv in scan {
+    for (pruned, kv) in scan.enumerate() {
         let (k, _) = kv?;
         let (time_ms, qkey) = codec::parse_expiry_key(&k)
             .ok_or_else(|| StorageError::Codec(format!("malformed expiry key {k:?}")))?;
@@ -674,7 +673,6 @@ fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()>
         tx.delete(k.clone());
         tx.delete(qkey);
         tx.pruned_upto = Some(k);
-        pruned += 1;
     }
     tx.expiry_floor = floor;
     Ok(())
