@@ -239,9 +239,10 @@ pub struct ServerArgs {
     )]
     pub join: Option<String>,
     /// Build a Raft snapshot (and allow the log before it to be purged) after this many
-    /// log entries [default: 10000], but no sooner than 9× the last build's duration after
-    /// it (builds of a large state are paced to a tenth of the time) and at the latest
-    /// after 50× N entries; one is also built after 512 MiB of applied payload.
+    /// log entries [default: 100000, etcd's default snapshot count], but no sooner than 9×
+    /// the last build's duration after it (builds of a large state are paced to a tenth of
+    /// the time) and at the latest after 10× N entries; one is also built after 512 MiB of
+    /// applied payload.
     #[arg(long, env = "TROVE_SNAPSHOT_EVERY_ENTRIES", value_name = "N")]
     pub snapshot_every_entries: Option<u64>,
     /// How fast the background scrubber reads and verifies this node's chunks, in MiB/s

@@ -4,7 +4,7 @@
 //! entries it lets the log drop do not. Built every `snapshot_every_entries` entries
 //! regardless, a state of a few hundred thousand keys under a steady write load kept a
 //! build running most of the time (a fifth of the leader's CPU during 64-client record
-//! puts). So a node asks for a build once `snapshot_every_entries` entries were applied
+//! puts, with builds every 10,000 entries). So a node asks for a build once `snapshot_every_entries` entries were applied
 //! since the last one started *and* at least [`SNAPSHOT_PACE_FACTOR`] times the last
 //! build's duration has passed since it ended: builds take at most about a tenth of the
 //! time, whatever the state's size. Two bounds keep the log short all the same: once

@@ -16,7 +16,7 @@ pub struct Tuning {
     /// Election timeout range.
     pub election_max_ms: u64,
     /// Build a snapshot after this many log entries (paced by the last build's duration;
-    /// see `trove_raft`'s `snapshot_pace`).
+    /// see `trove_raft`'s `snapshot_pace`). The default, 100,000, is etcd's.
     pub snapshot_every_entries: u64,
     /// How often the leader proposes the expiry of abandoned uploads and old request ids.
     pub expire_interval_ms: u64,
@@ -33,7 +33,7 @@ impl Default for Tuning {
             heartbeat_ms: 100,
             election_min_ms: 800,
             election_max_ms: 1600,
-            snapshot_every_entries: 10_000,
+            snapshot_every_entries: 100_000,
             expire_interval_ms: 60_000,
             scrub_rate_bytes_per_sec: 16 * 1024 * 1024,
             scrub_interval_secs: 24 * 60 * 60,

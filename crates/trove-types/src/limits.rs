@@ -42,7 +42,7 @@ pub const SNAPSHOT_EVERY_PAYLOAD_BYTES: u64 = 512 * 1024 * 1024;
 pub const SNAPSHOT_PACE_FACTOR: u32 = 9;
 /// However slow builds are, one is made after `snapshot_every_entries` × this entries:
 /// the bound on the log's length in entries.
-pub const SNAPSHOT_MAX_ENTRIES_FACTOR: u64 = 50;
+pub const SNAPSHOT_MAX_ENTRIES_FACTOR: u64 = 10;
 /// Most entries the state machine applies in one atomic state batch.
 pub const MAX_APPLY_GROUP_ENTRIES: usize = 512;
 /// Most command payload bytes (record values, chunk data) in one apply group.
