@@ -302,13 +302,20 @@ impl StateMachine {
         let Some(trigger) = inner.snapshot_trigger.get().cloned() else {
             return;
         };
-        let inner = Arc::clone(inner);
+        // Weak: a wait of minutes (after a slow build) must not keep a stopped node's
+        // state store open.
+        let inner = Arc::downgrade(inner);
         tracing::debug!(?wait, "a snapshot is due; asking for one");
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            if inner.strong_count() == 0 {
+                return;
+            }
             if let Err(e) = trigger().await {
                 tracing::warn!(error = %e, "asking for a snapshot failed");
-                if let Some(mut p) = Self::pace(&inner) {
+                if let Some(inner) = inner.upgrade()
+                    && let Some(mut p) = Self::pace(&inner)
+                {
                     p.ask_failed();
                 }
             }

@@ -445,7 +445,9 @@ const METHOD_METRICS_KEPT: usize = 256;
 
 /// One gRPC method's labels and metric handles. Registering a labelled metric hashes and
 /// looks up its labels (and allocates them) on every call, a few percent of a node's CPU
-/// under small requests; the handles are made once per method instead.
+/// under small requests; the handles are made once per method instead. A handle stays
+/// the recorder's own: only gauges are dropped when idle (see [`prometheus`]), never
+/// counters or histograms.
 struct MethodMetrics {
     /// `service/method`, for the request span.
     path: String,
