@@ -58,7 +58,11 @@ impl Records for RecordsService {
                 let r = req.into_inner();
                 let op = Op::PutRecord {
                     key: r.key,
-                    value: r.value,
+                    // Its own allocation: the decoded value is a view of the connection's
+                    // receive buffer, and the log keeps recent entries in memory, so a
+                    // few hundred bytes would hold kilobytes of buffer each (a leader's
+                    // peak RSS under 16-client puts of 256 B: 292 MiB, 103 without).
+                    value: bytes::Bytes::copy_from_slice(&r.value),
                     expected_revision: r.expected_revision,
                 };
                 let ok = self.node.propose_ok(rid, op).await.map_err(status)?;

@@ -662,11 +662,17 @@ fn prune_dedup(tx: &mut Tx<'_>, now_ms: u64, limit: Option<usize>) -> Result<()>
     let mut floor = ExpiryFloor::Empty;
     for (pruned, kv) in scan.enumerate() {
         let (k, _) = kv?;
+        if limit.is_some_and(|l| pruned >= l) {
+            // The first key kept: due or not, a bound on the keys after the cursor.
+            floor = match codec::parse_expiry_key(&k) {
+                Some((time_ms, _)) => ExpiryFloor::At(k, time_ms),
+                None => ExpiryFloor::Unknown,
+            };
+            break;
+        }
         let (time_ms, qkey) = codec::parse_expiry_key(&k)
             .ok_or_else(|| StorageError::Codec(format!("malformed expiry key {k:?}")))?;
-        if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms
-            || limit.is_some_and(|l| pruned >= l)
-        {
+        if time_ms.saturating_add(REQUEST_ID_RETENTION_MS) > now_ms {
             floor = ExpiryFloor::At(k, time_ms);
             break;
         }
