@@ -303,29 +303,35 @@ fn pruning_request_ids_in_a_group_matches_one_by_one() {
         let rb = b.store.apply(i as u64 + 1, Some(cmd), b"m").unwrap();
         assert_eq!(ra, rb);
     }
-    let first = early.len() as u64 + 1;
-    let one_by_one: Vec<_> = late
+    apply_one_by_one_and_grouped(&a, &b, early.len() as u64 + 1, &late);
+    // Every early id and the one from the slow clock are gone (30 entries prune up to
+    // 4 each), the 29 others remain.
+    assert_eq!(expiry_keys(&a), 29);
+    assert_eq!(expiry_keys(&b), 29);
+}
+
+/// Applies `cmds` from index `first` one at a time to `a` and as one group to `b`, and
+/// checks that the results and the states are the same.
+fn apply_one_by_one_and_grouped(a: &Harness, b: &Harness, first: u64, cmds: &[Command]) {
+    let one_by_one: Vec<_> = cmds
         .iter()
         .enumerate()
         .map(|(i, cmd)| a.store.apply(first + i as u64, Some(cmd), b"m").unwrap())
         .collect();
-    let group: Vec<(u64, Option<&Command>)> = late
+    let group: Vec<(u64, Option<&Command>)> = cmds
         .iter()
         .enumerate()
         .map(|(i, cmd)| (first + i as u64, Some(cmd)))
         .collect();
-    let grouped = b.store.apply_entries(&group, b"m").unwrap();
-    assert_eq!(one_by_one, grouped);
+    assert_eq!(one_by_one, b.store.apply_entries(&group, b"m").unwrap());
     assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
-    let ids_left = |h: &Harness| {
-        h.store
-            .with_tree(|t| Ok(t.scan_prefix(codec::DEDUP_EXPIRY).count()))
-            .unwrap()
-    };
-    // Every early id and the one from the slow clock are gone (30 entries prune up to
-    // 4 each), the 29 others remain.
-    assert_eq!(ids_left(&a), 29);
-    assert_eq!(ids_left(&b), 29);
+}
+
+/// Request ids still remembered (their expiry keys).
+fn expiry_keys(h: &Harness) -> usize {
+    h.store
+        .with_tree(|t| Ok(t.scan_prefix(codec::DEDUP_EXPIRY).count()))
+        .unwrap()
 }
 
 /// Pruning skips its scan while the group's floor shows nothing is due; an id written by
@@ -360,24 +366,8 @@ fn an_id_from_a_clock_behind_lowers_the_groups_pruning_floor() {
     let b = Harness::new();
     a.store.apply(1, Some(&early), b"m").unwrap();
     b.store.apply(1, Some(&early), b"m").unwrap();
-    let one_by_one: Vec<_> = late
-        .iter()
-        .enumerate()
-        .map(|(i, cmd)| a.store.apply(i as u64 + 2, Some(cmd), b"m").unwrap())
-        .collect();
-    let group: Vec<(u64, Option<&Command>)> = late
-        .iter()
-        .enumerate()
-        .map(|(i, cmd)| (i as u64 + 2, Some(cmd)))
-        .collect();
-    assert_eq!(one_by_one, b.store.apply_entries(&group, b"m").unwrap());
-    assert_eq!(a.store.digest().unwrap(), b.store.digest().unwrap());
-    let ids_left = |h: &Harness| {
-        h.store
-            .with_tree(|t| Ok(t.scan_prefix(codec::DEDUP_EXPIRY).count()))
-            .unwrap()
-    };
+    apply_one_by_one_and_grouped(&a, &b, 2, &late);
     // The early id and ids 1 and 3 remain; id 2 was pruned by id 3.
-    assert_eq!(ids_left(&a), 3);
-    assert_eq!(ids_left(&b), 3);
+    assert_eq!(expiry_keys(&a), 3);
+    assert_eq!(expiry_keys(&b), 3);
 }
