@@ -14,6 +14,7 @@ use crate::acked::{Acked, verify_acked};
 use crate::cli::trove;
 use crate::data::{DataGen, test_seed};
 use crate::harness::{Cluster, deadline};
+use trove_testkit::segments::log_record_offsets;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(300);
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -275,7 +276,10 @@ async fn a_damaged_log_entry_is_not_taken_for_a_torn_tail_and_is_sent_again() {
             .max()
             .expect("a segment");
         let mut d = std::fs::read(&seg).expect("read segment");
-        let at = d.len() * 2 / 5;
+        // Inside a record two fifths into the segment's records (not in the zeros that
+        // may follow them).
+        let records = log_record_offsets(&d);
+        let at = records[records.len() * 2 / 5] + 20;
         d[at] ^= 0x5a;
         std::fs::write(&seg, d).expect("write segment");
         cluster.restart(f).await;

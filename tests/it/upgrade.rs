@@ -22,6 +22,7 @@ use trove_types::Sha256;
 use crate::acked::{Acked, verify_acked};
 use crate::backup::run_trove;
 use crate::harness::{Cluster, deadline, poll_until};
+use trove_testkit::segments::log_record_offsets;
 
 const TEST_TIMEOUT: Duration = Duration::from_secs(600);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -155,17 +156,9 @@ fn bump_segment_header(dir: &Path) {
 fn bump_last_entry_encoding(dir: &Path) {
     let path = segments(dir).pop().expect("a segment");
     let mut bytes = std::fs::read(&path).expect("segment");
-    let mut offset = 24;
-    let mut last = None;
-    while offset + 16 <= bytes.len() {
-        let len = le_u32(&bytes[offset + 8..offset + 12]) as usize;
-        if offset + 16 + len > bytes.len() {
-            break;
-        }
-        last = Some(offset);
-        offset += 16 + len;
-    }
-    let at = last.expect("a record in the last segment");
+    let at = *log_record_offsets(&bytes)
+        .last()
+        .expect("a record in the last segment");
     let len = le_u32(&bytes[at + 8..at + 12]) as usize;
     bytes[at + 16] = NEWER as u8;
     let crc = crc32c::crc32c_append(

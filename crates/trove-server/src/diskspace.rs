@@ -12,9 +12,12 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Free space a node needs before it starts: one full log segment plus room for chunk
-/// files and state, so that a freshly started node does not fail at its first write.
-pub const MIN_FREE_BYTES_TO_START: u64 = 64 << 20;
+/// Free space a node needs before it starts: two full log segments (the one being
+/// written and its spare, a file of zeros the log makes ahead of time), so that a freshly
+/// started node does not fail at its first write. A node that stopped on a full disk
+/// deleted its spare on the way out: the space that frees is no sign that the disk has
+/// room again.
+pub const MIN_FREE_BYTES_TO_START: u64 = 2 * trove_storage::log::DEFAULT_SEGMENT_SIZE_BYTES;
 /// How often the free space is checked while waiting.
 const POLL: Duration = Duration::from_secs(1);
 /// How often the wait is logged.

@@ -26,6 +26,13 @@
 //! segments. A segment rolls over once it holds at least `segment_size_bytes`; the old
 //! segment is fdatasynced first, so every segment but the last is always fully durable.
 //!
+//! The last segment may end in zeros: segments are made from a file of zeros written
+//! ahead of time, so that appends overwrite allocated blocks and an fdatasync needs no
+//! journal commit ([`spare`]). An all-zero record header never verifies, so the zeros
+//! hold no record, and a rollover cuts the old segment to its records. The record format
+//! is unchanged; a binary that predates this takes the zeros for a torn tail and cuts
+//! them off.
+//!
 //! # Recovery rules (`open`)
 //! 1. Every header's version is checked before anything is modified: an unknown version
 //!    leaves the directory untouched.
@@ -39,7 +46,8 @@
 //!    Note: out-of-order writeback of *unsynced* data could in principle leave a hole before
 //!    valid unsynced records; that too is reported as `Corrupt` (costs this node's
 //!    availability, never data).
-//! 3. A last segment holding no record (crash during rollover) is removed.
+//! 3. A last segment holding no record (crash during rollover) is removed. Zeros after the
+//!    last valid record of the last segment are its unused tail, not a torn write: kept.
 //! 4. Every remaining segment is fdatasynced: records that survived a process crash in the
 //!    page cache become durable before anyone relies on them.
 
@@ -59,9 +67,11 @@ use crate::fsutil::{Closer, create_dir_durable, sync_dir};
 mod check;
 mod salvage;
 mod scan;
+mod spare;
 pub use check::{LogInspection, inspect_log_dir};
 pub use salvage::{Salvage, salvage, set_aside_from};
 use scan::{check_header, scan_records, scan_until_bad};
+use spare::Spare;
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TRVLOG\0\0";
@@ -76,6 +86,9 @@ pub const MAX_RECORD_PAYLOAD_BYTES: u32 = 64 << 20;
 /// Default rollover size of a segment.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 
+/// How long the first segment of an empty log waits for its spare (see `start_segment`).
+const FIRST_SEGMENT_SPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Window used when searching for valid records after a damaged one.
 const RESYNC_WINDOW_BYTES: u64 = 1 << 20;
 
@@ -84,12 +97,16 @@ const RESYNC_WINDOW_BYTES: u64 = 1 << 20;
 pub struct LogOptions {
     /// Roll to a new segment once the current one holds at least this many bytes.
     pub segment_size_bytes: u64,
+    /// Make each segment from a file of zeros written ahead of time by a background
+    /// thread, so that appends do not grow the file ([`spare`]).
+    pub preallocate: bool,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
+            preallocate: true,
         }
     }
 }
@@ -211,6 +228,8 @@ pub struct SegmentLog {
     failed: AtomicBool,
     /// Closes deleted segments' files off the writer's thread.
     closer: Closer,
+    /// The next segment's file, made ahead of time (`LogOptions::preallocate`).
+    spare: Option<Spare>,
 }
 
 const _: () = {
@@ -226,6 +245,9 @@ struct Found {
     file_len: u64,
     locs: Vec<Loc>,
     valid_len: u64,
+    /// Only zeros follow the last valid record: the unused part of a preallocated
+    /// segment (accepted in the last segment only).
+    zero_tail: bool,
     /// Shorter than a header, or an all-zero header: a crash while creating it.
     unborn: bool,
 }
@@ -269,6 +291,7 @@ impl SegmentLog {
                 file_len,
                 locs: Vec::new(),
                 valid_len: 0,
+                zero_tail: false,
                 unborn,
             });
         }
@@ -287,9 +310,10 @@ impl SegmentLog {
                 ));
             }
             check_header(seg)?;
-            let (locs, valid_len) = scan_records(seg, is_last)?;
+            let (locs, valid_len, zero_tail) = scan_records(seg, is_last)?;
             seg.locs = locs;
             seg.valid_len = valid_len;
+            seg.zero_tail = zero_tail;
         }
         let mut report = OpenReport::default();
         // A last segment without records (crash during rollover, or its only record torn)
@@ -318,8 +342,9 @@ impl SegmentLog {
         }
 
         // Phase 3: repair the tail, then make everything we will serve durable.
+        spare::remove_stale(dir).map_err(|e| StorageError::io(dir, e))?;
         if let Some(last) = found.last() {
-            if !last.unborn && last.valid_len < last.file_len {
+            if !last.unborn && !last.zero_tail && last.valid_len < last.file_len {
                 report.torn_tail_bytes_discarded = last.file_len - last.valid_len;
                 tracing::warn!(
                     path = %last.path.display(),
@@ -365,6 +390,11 @@ impl SegmentLog {
             current: index.segments.values().next_back().cloned(),
             unsynced: Vec::new(),
         };
+        let spare = if opts.preallocate {
+            Some(Spare::start(dir, opts.segment_size_bytes).map_err(|e| StorageError::io(dir, e))?)
+        } else {
+            None
+        };
         let log = SegmentLog {
             dir: dir.to_path_buf(),
             opts,
@@ -373,6 +403,7 @@ impl SegmentLog {
             index: RwLock::new(index),
             failed: AtomicBool::new(false),
             closer: Closer::spawn("log-closer").map_err(|e| StorageError::io(dir, e))?,
+            spare,
         };
         Ok((log, report))
     }
@@ -488,26 +519,56 @@ impl SegmentLog {
         prev: Option<&Arc<Segment>>,
     ) -> Result<Arc<Segment>> {
         if let Some(prev) = prev {
-            prev.file
-                .sync_data()
-                .map_err(|e| StorageError::io(&prev.path, e))?;
-            drop_cached_pages(prev, prev.len.load(Ordering::Relaxed));
+            let io = |e| StorageError::io(&prev.path, e);
+            let len = prev.len.load(Ordering::Relaxed);
+            // Only the last segment may end in unused zeros (it does when the segment
+            // size shrank since its spare was made).
+            if prev.file.metadata().map_err(io)?.len() > len {
+                prev.file.set_len(len).map_err(io)?;
+            }
+            prev.file.sync_data().map_err(io)?;
+            drop_cached_pages(prev, len);
             w.unsynced.retain(|s| !Arc::ptr_eq(s, prev));
         }
         let path = self.dir.join(segment_file_name(first_index));
         let io = |e| StorageError::io(&path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io)?;
         // Header durable before the name: a crash leaves no file or a complete header
         // (open still tolerates an unborn last segment, for filesystems that differ).
-        file.write_all_at(&encode_header(first_index), 0)
-            .map_err(io)?;
-        file.sync_data().map_err(io)?;
+        if let Some(spare) = &self.spare
+            && prev.is_none()
+        {
+            // The first segment of an empty log (a new node, or one whose log was purged
+            // whole): worth a short wait for the spare the log started making at open,
+            // since the segment keeps its way of growing until it is full.
+            spare.wait_ready(FIRST_SEGMENT_SPARE_WAIT);
+        }
+        let file = match self.spare.as_ref().and_then(Spare::take) {
+            Some((file, spare_path)) => {
+                file.write_all_at(&encode_header(first_index), 0)
+                    .map_err(io)?;
+                file.sync_data().map_err(io)?;
+                // A link, unlike a rename, never replaces an existing file.
+                fs::hard_link(&spare_path, &path).map_err(io)?;
+                fs::remove_file(&spare_path).map_err(|e| StorageError::io(&spare_path, e))?;
+                file
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io)?;
+                file.write_all_at(&encode_header(first_index), 0)
+                    .map_err(io)?;
+                file.sync_data().map_err(io)?;
+                file
+            }
+        };
         sync_dir(&self.dir)?;
+        if let Some(spare) = &self.spare {
+            spare.refill();
+        }
         let seg = Arc::new(Segment {
             first_index,
             path,
@@ -691,6 +752,12 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Waits up to `timeout` for the spare segment being made; whether one is ready.
+    #[cfg(test)]
+    fn wait_for_spare(&self, timeout: std::time::Duration) -> bool {
+        self.spare.as_ref().is_some_and(|s| s.wait_ready(timeout))
+    }
+
     /// Bytes of all segment files (headers included), for metrics.
     pub fn total_bytes(&self) -> u64 {
         self.read_index()
@@ -771,6 +838,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let name = entry.file_name();
         match name.to_str().and_then(parse_segment_file_name) {
             Some(first) => out.push((first, entry.path())),
+            None if name.to_str().is_some_and(spare::is_spare_name) => {}
             None => {
                 tracing::warn!(file = ?name, dir = %dir.display(), "ignoring unknown file in log directory")
             }

@@ -602,11 +602,13 @@ impl ProcessCluster {
         };
         let io = |e| TestkitError::io(format!("damage {}", path.display()), e);
         let mut d = std::fs::read(&path).map_err(io)?;
-        if d.len() < 64 {
+        let records = crate::segments::log_record_offsets(&d);
+        if records.len() < 4 {
             return Ok(false);
         }
-        // Between 30% and 60% of the file: records follow, so this is no torn tail.
-        let at = d.len() * rng.random_range(30..=60) / 100;
+        // Inside a record between 30% and 60% into the segment's records (not in the
+        // zeros that may follow them): records follow, so this is no torn tail.
+        let at = records[records.len() * rng.random_range(30..=60) / 100] + 1;
         d[at] ^= 0xa5;
         std::fs::write(&path, d).map_err(io)?;
         Ok(true)

@@ -25,6 +25,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod report;
 pub mod runner;
+pub mod segments;
 pub mod workload;
 
 pub use error::{Result, TestkitError};

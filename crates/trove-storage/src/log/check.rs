@@ -90,6 +90,10 @@ fn newest_valid_record(path: &Path, file: &File, len: u64) -> Result<Option<Vec<
     while offset + RECORD_HEADER_BYTES <= len {
         let mut h = [0u8; RECORD_HEADER_BYTES as usize];
         reader.read_exact(&mut h).map_err(io)?;
+        if h.iter().all(|b| *b == 0) {
+            // The unused, preallocated end of the last segment: no record is all zeros.
+            break;
+        }
         let payload_len = le_u32(&h[8..12]);
         let end = offset + RECORD_HEADER_BYTES + u64::from(payload_len);
         if payload_len > MAX_RECORD_PAYLOAD_BYTES || end > len {

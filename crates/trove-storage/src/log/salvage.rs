@@ -12,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use super::scan::only_zeros_from;
 use super::{Found, SEGMENT_HEADER_BYTES, check_header, list_segments, scan_until_bad};
 use crate::error::{Result, StorageError};
 use crate::fsutil::{create_dir_durable, sync_dir};
@@ -57,6 +58,7 @@ pub fn salvage(dir: &Path, aside: &Path) -> Result<Option<Salvage>> {
             file_len,
             locs: Vec::new(),
             valid_len: 0,
+            zero_tail: false,
             unborn: false,
         };
         if file_len < SEGMENT_HEADER_BYTES {
@@ -69,7 +71,11 @@ pub fn salvage(dir: &Path, aside: &Path) -> Result<Option<Salvage>> {
         }
         let scan = scan_until_bad(&seg)?;
         let next = first_index + scan.locs.len() as u64;
-        if let Some((bad, _)) = scan.bad {
+        if let Some((bad, intact)) = scan.bad {
+            // The unused zeros of a preallocated last segment are no damage.
+            if k + 1 == listed.len() && !intact && only_zeros_from(&seg, scan.valid_len)? {
+                break;
+            }
             let keep = if scan.locs.is_empty() {
                 0
             } else {
@@ -177,7 +183,11 @@ mod tests {
     use crate::log::{LogOptions, SegmentLog};
 
     fn write_log(dir: &Path, n: u64, segment_size_bytes: u64) {
-        let (log, _) = SegmentLog::open(dir, LogOptions { segment_size_bytes }).unwrap();
+        let opts = LogOptions {
+            segment_size_bytes,
+            preallocate: false,
+        };
+        let (log, _) = SegmentLog::open(dir, opts).unwrap();
         for i in 1..=n {
             log.append([(i, bytes::Bytes::from(vec![i as u8; 100]))])
                 .unwrap();
@@ -226,6 +236,22 @@ mod tests {
             None,
             "nothing left to salvage"
         );
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_no_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        write_log(&dir, 40, 1000);
+        // The unused end of a preallocated last segment.
+        let (_, last) = list_segments(&dir).unwrap().pop().unwrap();
+        let f = OpenOptions::new().write(true).open(&last).unwrap();
+        f.set_len(f.metadata().unwrap().len() + 8192).unwrap();
+        assert_eq!(salvage(&dir, &tmp.path().join("aside")).unwrap(), None);
+        // Damage before them is still found.
+        damage(&dir, 12);
+        let s = salvage(&dir, &tmp.path().join("aside")).unwrap().unwrap();
+        assert_eq!(s.first_damaged, 12);
     }
 
     #[test]

@@ -36,11 +36,17 @@ pub(super) fn check_header(seg: &Found) -> Result<()> {
 /// Scans the records of a segment whose header is valid. Returns the record locations and
 /// the end of the last valid record. A bad record is accepted as a torn tail only at the
 /// end of the last segment with no valid record after it; anything else is `Corrupt`.
-pub(super) fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64)> {
+///
+/// Also returns whether only zeros follow the last valid record of the last segment: the
+/// unused part of a preallocated segment, which is no damage.
+pub(super) fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64, bool)> {
     let scan = scan_until_bad(seg)?;
     let Some((bad, intact)) = scan.bad else {
-        return Ok((scan.locs, scan.valid_len));
+        return Ok((scan.locs, scan.valid_len, false));
     };
+    if is_last && !intact && only_zeros_from(seg, scan.valid_len)? {
+        return Ok((scan.locs, scan.valid_len, true));
+    }
     if !is_last || intact {
         return Err(StorageError::corrupt(
             &seg.path,
@@ -54,7 +60,24 @@ pub(super) fn scan_records(seg: &Found, is_last: bool) -> Result<(Vec<Loc>, u64)
             format!("{bad}, followed by a valid record at offset {at}"),
         ));
     }
-    Ok((scan.locs, scan.valid_len))
+    Ok((scan.locs, scan.valid_len, false))
+}
+
+/// Whether every byte of the segment from `offset` to its end is zero.
+pub(super) fn only_zeros_from(seg: &Found, offset: u64) -> Result<bool> {
+    let mut buf = vec![0u8; RESYNC_WINDOW_BYTES as usize];
+    let mut pos = offset;
+    while pos < seg.file_len {
+        let n = (seg.file_len - pos).min(RESYNC_WINDOW_BYTES) as usize;
+        seg.file
+            .read_exact_at(&mut buf[..n], pos)
+            .map_err(|e| StorageError::io(&seg.path, e))?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 /// The records of a segment up to the first one that fails verification.

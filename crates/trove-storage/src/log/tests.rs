@@ -18,8 +18,58 @@ fn payload(i: u64) -> Bytes {
     Bytes::from(v)
 }
 
+/// Opens without preallocation: the tests that edit files rely on each segment file
+/// ending at its last record. The `preallocated_*` tests cover the other case.
 fn open_log(dir: &Path, segment_size_bytes: u64) -> Result<(SegmentLog, OpenReport)> {
-    SegmentLog::open(dir, LogOptions { segment_size_bytes })
+    SegmentLog::open(
+        dir,
+        LogOptions {
+            segment_size_bytes,
+            preallocate: false,
+        },
+    )
+}
+
+/// Opens with preallocation and waits until the first spare segment is ready, so that
+/// the next segment is made from it.
+fn open_preallocated(dir: &Path, segment_size_bytes: u64) -> (SegmentLog, OpenReport) {
+    let opened = SegmentLog::open(
+        dir,
+        LogOptions {
+            segment_size_bytes,
+            preallocate: true,
+        },
+    )
+    .unwrap();
+    assert!(opened.0.wait_for_spare(Duration::from_secs(30)), "no spare");
+    opened
+}
+
+/// Bytes of the records of segment `path` (whose first record is `first`), found by
+/// reading it as `open` does: the end of the last valid record.
+fn end_of_records(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    let mut at = SEGMENT_HEADER_BYTES as usize;
+    while at + RECORD_HEADER_BYTES as usize <= bytes.len() {
+        let len = le_u32(&bytes[at + 8..at + 12]) as usize;
+        let end = at + RECORD_HEADER_BYTES as usize + len;
+        if end > bytes.len()
+            || record_crc(&bytes[at..at + 12], &bytes[at + 16..end])
+                != le_u32(&bytes[at + 12..at + 16])
+        {
+            break;
+        }
+        at = end;
+    }
+    at as u64
+}
+
+fn spare_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| spare::is_spare_name(n))
+        .collect()
 }
 
 fn fill(log: &SegmentLog, range: RangeInclusive<u64>) {
@@ -642,7 +692,7 @@ fn inspection_is_read_only_refuses_new_versions_and_finds_the_last_record() {
         "inspection must not create the directory"
     );
     {
-        let (log, _) = SegmentLog::open(&log_dir, LogOptions::default()).unwrap();
+        let (log, _) = open_log(&log_dir, DEFAULT_SEGMENT_SIZE_BYTES).unwrap();
         log.append((1..=5u64).map(|i| (i, Bytes::from(vec![i as u8; 10 * i as usize]))))
             .unwrap();
         log.sync().unwrap();
@@ -666,4 +716,175 @@ fn inspection_is_read_only_refuses_new_versions_and_finds_the_last_record() {
         Err(StorageError::UnsupportedVersion { found: 2, .. })
     ));
     assert_eq!(fs::read(&seg).unwrap(), bytes, "untouched");
+}
+
+#[test]
+fn an_all_zero_record_header_never_verifies() {
+    // What lets zeros after the last record stand for "no record".
+    assert_ne!(record_crc(&[0u8; 12], &[]), 0);
+}
+
+#[test]
+fn preallocated_segments_are_overwritten_not_grown() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * 1024;
+    let (log, _) = open_preallocated(dir.path(), size);
+    fill(&log, 1..=100);
+    log.sync().unwrap();
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let records = SEGMENT_HEADER_BYTES + (1..=100).map(record_bytes).sum::<u64>();
+    assert!(records < size);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        size,
+        "made from the spare"
+    );
+    assert_eq!(end_of_records(&seg), records);
+    assert_eq!(log.total_bytes(), records);
+    drop(log);
+
+    // The zeros after the records are the unused tail: kept, and written into next.
+    let (log, report) = open_preallocated(dir.path(), size);
+    assert_eq!(report.torn_tail_bytes_discarded, 0);
+    assert_eq!(report.entries, 100);
+    assert_holds(&log, 1..=100);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+    fill(&log, 101..=150);
+    log.sync().unwrap();
+    drop(log);
+    let (log, report) = open_log(dir.path(), size).unwrap();
+    assert_eq!(report.torn_tail_bytes_discarded, 0);
+    assert_holds(&log, 1..=150);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+}
+
+#[test]
+fn preallocated_rollover_cuts_the_finished_segment_to_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 4096;
+    let (log, _) = open_preallocated(dir.path(), size);
+    for k in 0..6u64 {
+        fill(&log, k * 50 + 1..=k * 50 + 50);
+        log.sync().unwrap();
+        assert!(log.wait_for_spare(Duration::from_secs(30)), "no spare");
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 4, "{} segments", files.len());
+    let (last, earlier) = files.split_last().unwrap();
+    for f in earlier {
+        assert_eq!(
+            fs::metadata(f).unwrap().len(),
+            end_of_records(f),
+            "{} ends in zeros",
+            f.display()
+        );
+    }
+    assert!(fs::metadata(last).unwrap().len() >= size);
+    assert_eq!(spare_files(dir.path()).len(), 1, "one spare, ready");
+    drop(log);
+    let (log, report) = open_preallocated(dir.path(), size);
+    assert_eq!(report.torn_tail_bytes_discarded, 0);
+    assert_holds(&log, 1..=300);
+    // A shrunk segment size: the last segment, preallocated for the old size, is cut to
+    // its records when it rolls over.
+    drop(log);
+    let (log, _) = open_preallocated(dir.path(), 64);
+    fill(&log, 301..=310);
+    log.sync().unwrap();
+    drop(log);
+    let files = segment_files(dir.path());
+    for f in &files[..files.len() - 1] {
+        assert_eq!(fs::metadata(f).unwrap().len(), end_of_records(f));
+    }
+    let (log, _) = open_log(dir.path(), 64).unwrap();
+    assert_holds(&log, 1..=310);
+}
+
+#[test]
+fn preallocated_torn_write_into_the_zeros_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * 1024;
+    let (log, _) = open_preallocated(dir.path(), size);
+    fill(&log, 1..=40);
+    log.sync().unwrap();
+    drop(log);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let end = end_of_records(&seg);
+    // Half of record 41's header and payload reached the disk, the rest is still zeros.
+    let mut rec = record_header(41, &payload(41)).to_vec();
+    rec.extend_from_slice(&payload(41));
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&rec[..rec.len() / 2], end).unwrap();
+    drop(f);
+    let (log, report) = open_preallocated(dir.path(), size);
+    assert_eq!(report.torn_tail_bytes_discarded, size - end);
+    assert_holds(&log, 1..=40);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        end,
+        "cut after the last record"
+    );
+    fill(&log, 41..=45);
+    drop(log);
+    let (log, _) = open_log(dir.path(), size).unwrap();
+    assert_holds(&log, 1..=45);
+}
+
+#[test]
+fn preallocated_zeros_before_a_valid_record_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * 1024;
+    let (log, _) = open_preallocated(dir.path(), size);
+    fill(&log, 1..=40);
+    log.sync().unwrap();
+    drop(log);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let end = end_of_records(&seg);
+    // Record 41 landed 4 KiB past the end, with zeros in between: not a torn tail.
+    let mut rec = record_header(41, &payload(41)).to_vec();
+    rec.extend_from_slice(&payload(41));
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&rec, end + 4096).unwrap();
+    drop(f);
+    let before = fs::read(&seg).unwrap();
+    assert_corrupt(open_log(dir.path(), size));
+    assert_eq!(fs::read(&seg).unwrap(), before, "untouched");
+}
+
+#[test]
+fn preallocated_zeros_at_the_end_of_an_earlier_segment_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open_log(dir.path(), 600).unwrap();
+    fill(&log, 1..=40);
+    drop(log);
+    let first = segment_files(dir.path()).remove(0);
+    let len = fs::metadata(&first).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    assert_corrupt(open_log(dir.path(), 600));
+}
+
+#[test]
+fn preallocated_stale_spares_are_removed_and_inspection_finds_the_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("spare-0-0.tmp"), [0u8; 100]).unwrap();
+    let size = 64 * 1024;
+    let (log, _) = open_preallocated(dir.path(), size);
+    assert!(!dir.path().join("spare-0-0.tmp").exists());
+    assert_eq!(spare_files(dir.path()).len(), 1);
+    log.append((1..=5u64).map(|i| (i, Bytes::from(vec![i as u8; 10 * i as usize]))))
+        .unwrap();
+    log.sync().unwrap();
+    let found = inspect_log_dir(dir.path()).unwrap();
+    assert_eq!(found.segments, 1);
+    assert_eq!(found.last_payload, Some(vec![5u8; 50]));
+    // Dropping the log deletes its spare (a ready one at once, one being made by its
+    // thread when it notices).
+    assert!(log.wait_for_spare(Duration::from_secs(30)));
+    drop(log);
+    assert!(spare_files(dir.path()).is_empty());
 }
