@@ -888,3 +888,36 @@ fn preallocated_stale_spares_are_removed_and_inspection_finds_the_last_record() 
     drop(log);
     assert!(spare_files(dir.path()).is_empty());
 }
+
+/// Bytes this thread has caused to be written to storage so far (`write_bytes` of
+/// `/proc/thread-self/io`: a buffered write is counted when it dirties a page).
+fn thread_write_bytes() -> u64 {
+    fs::read_to_string("/proc/thread-self/io")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn preallocated_small_appends_dirty_a_page_not_a_folio() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open_preallocated(dir.path(), 8 << 20);
+    fill(&log, 1..=1);
+    log.sync().unwrap();
+    let before = thread_write_bytes();
+    for i in 2..=101 {
+        fill(&log, i..=i);
+        log.sync().unwrap();
+    }
+    let per_record = (thread_write_bytes() - before) / 100;
+    // One page, or two where a record crosses into the next. A spare written in large
+    // writes made every record dirty (and each fdatasync write) a whole large folio.
+    assert!(
+        per_record <= 2 * 4096,
+        "{per_record} bytes written per record"
+    );
+}
