@@ -86,8 +86,8 @@ pub const MAX_RECORD_PAYLOAD_BYTES: u32 = 64 << 20;
 /// Default rollover size of a segment.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
 
-/// How long the first segment of an empty log waits for its spare (see `start_segment`).
-const FIRST_SEGMENT_SPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long `open` of an empty log waits for the first spare segment.
+const FIRST_SPARE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Window used when searching for valid records after a damaged one.
 const RESYNC_WINDOW_BYTES: u64 = 1 << 20;
@@ -391,7 +391,16 @@ impl SegmentLog {
             unsynced: Vec::new(),
         };
         let spare = if opts.preallocate {
-            Some(Spare::start(dir, opts.segment_size_bytes).map_err(|e| StorageError::io(dir, e))?)
+            let spare =
+                Spare::start(dir, opts.segment_size_bytes).map_err(|e| StorageError::io(dir, e))?;
+            if index.segments.is_empty() {
+                // A new log's first segment is made from a spare too (a segment keeps its
+                // way of growing until it is full), so the first spare is made here, at
+                // start-up, rather than waited for by the first append: that runs inside
+                // Raft, which must not stall.
+                spare.wait_ready(FIRST_SPARE_WAIT);
+            }
+            Some(spare)
         } else {
             None
         };
@@ -534,14 +543,6 @@ impl SegmentLog {
         let io = |e| StorageError::io(&path, e);
         // Header durable before the name: a crash leaves no file or a complete header
         // (open still tolerates an unborn last segment, for filesystems that differ).
-        if let Some(spare) = &self.spare
-            && prev.is_none()
-        {
-            // The first segment of an empty log (a new node, or one whose log was purged
-            // whole): worth a short wait for the spare the log started making at open,
-            // since the segment keeps its way of growing until it is full.
-            spare.wait_ready(FIRST_SEGMENT_SPARE_WAIT);
-        }
         let file = match self.spare.as_ref().and_then(Spare::take) {
             Some((file, spare_path)) => {
                 file.write_all_at(&encode_header(first_index), 0)

@@ -800,22 +800,35 @@ fn preallocated_rollover_cuts_the_finished_segment_to_its_records() {
     assert_holds(&log, 1..=310);
 }
 
+/// A preallocated log of records 1..=40 in `dir`, closed: its segment and the end of its
+/// records.
+fn closed_preallocated_log(dir: &Path, size: u64) -> (PathBuf, u64) {
+    let (log, _) = open_preallocated(dir, size);
+    fill(&log, 1..=40);
+    log.sync().unwrap();
+    drop(log);
+    let seg = segment_files(dir).pop().unwrap();
+    let end = end_of_records(&seg);
+    (seg, end)
+}
+
+/// Writes the first `halves` halves (1 or 2) of record `i`, header and payload, at
+/// `offset` of `path`.
+fn write_record_at(path: &Path, i: u64, halves: usize, offset: u64) {
+    let mut rec = record_header(i, &payload(i)).to_vec();
+    rec.extend_from_slice(&payload(i));
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&rec[..rec.len() * halves / 2], offset)
+        .unwrap();
+}
+
 #[test]
 fn preallocated_torn_write_into_the_zeros_is_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let size = 64 * 1024;
-    let (log, _) = open_preallocated(dir.path(), size);
-    fill(&log, 1..=40);
-    log.sync().unwrap();
-    drop(log);
-    let seg = segment_files(dir.path()).pop().unwrap();
-    let end = end_of_records(&seg);
+    let (seg, end) = closed_preallocated_log(dir.path(), size);
     // Half of record 41's header and payload reached the disk, the rest is still zeros.
-    let mut rec = record_header(41, &payload(41)).to_vec();
-    rec.extend_from_slice(&payload(41));
-    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&rec[..rec.len() / 2], end).unwrap();
-    drop(f);
+    write_record_at(&seg, 41, 1, end);
     let (log, report) = open_preallocated(dir.path(), size);
     assert_eq!(report.torn_tail_bytes_discarded, size - end);
     assert_holds(&log, 1..=40);
@@ -834,18 +847,9 @@ fn preallocated_torn_write_into_the_zeros_is_discarded() {
 fn preallocated_zeros_before_a_valid_record_are_damage() {
     let dir = tempfile::tempdir().unwrap();
     let size = 64 * 1024;
-    let (log, _) = open_preallocated(dir.path(), size);
-    fill(&log, 1..=40);
-    log.sync().unwrap();
-    drop(log);
-    let seg = segment_files(dir.path()).pop().unwrap();
-    let end = end_of_records(&seg);
+    let (seg, end) = closed_preallocated_log(dir.path(), size);
     // Record 41 landed 4 KiB past the end, with zeros in between: not a torn tail.
-    let mut rec = record_header(41, &payload(41)).to_vec();
-    rec.extend_from_slice(&payload(41));
-    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.write_all_at(&rec, end + 4096).unwrap();
-    drop(f);
+    write_record_at(&seg, 41, 2, end + 4096);
     let before = fs::read(&seg).unwrap();
     assert_corrupt(open_log(dir.path(), size));
     assert_eq!(fs::read(&seg).unwrap(), before, "untouched");
@@ -920,4 +924,20 @@ fn preallocated_small_appends_dirty_a_page_not_a_folio() {
         per_record <= 2 * 4096,
         "{per_record} bytes written per record"
     );
+}
+
+#[test]
+fn preallocated_new_log_starts_with_a_segment_of_zeros() {
+    // `open` of an empty log makes the first spare itself, so the first append (inside
+    // Raft, which must not stall) finds it ready.
+    let dir = tempfile::tempdir().unwrap();
+    let size = 1 << 20;
+    let opts = LogOptions {
+        segment_size_bytes: size,
+        preallocate: true,
+    };
+    let (log, _) = SegmentLog::open(dir.path(), opts).unwrap();
+    fill(&log, 1..=3);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    assert_eq!(fs::metadata(&seg).unwrap().len(), size);
 }
