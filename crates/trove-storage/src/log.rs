@@ -65,10 +65,14 @@ use crate::error::{Result, StorageError};
 use crate::fsutil::{Closer, create_dir_durable, sync_dir};
 
 mod check;
+mod format;
 mod salvage;
 mod scan;
 mod spare;
 pub use check::{LogInspection, inspect_log_dir};
+use format::{
+    encode_header, le_u32, le_u64, list_segments, record_crc, record_header, segment_file_name,
+};
 pub use salvage::{Salvage, salvage, set_aside_from};
 use scan::{check_header, scan_records, scan_until_bad};
 use spare::Spare;
@@ -818,61 +822,6 @@ impl SegmentLog {
     }
 }
 
-fn segment_file_name(first_index: u64) -> String {
-    format!("seg-{first_index:020}.log")
-}
-
-fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("seg-")?.strip_suffix(".log")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Segment files in `dir`, sorted by first index.
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let io = |e| StorageError::io(dir, e);
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        match name.to_str().and_then(parse_segment_file_name) {
-            Some(first) => out.push((first, entry.path())),
-            None if name.to_str().is_some_and(spare::is_spare_name) => {}
-            None => {
-                tracing::warn!(file = ?name, dir = %dir.display(), "ignoring unknown file in log directory")
-            }
-        }
-    }
-    out.sort_unstable_by_key(|(first, _)| *first);
-    Ok(out)
-}
-
-fn encode_header(first_index: u64) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-    let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
-    h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&SEGMENT_FORMAT_VERSION.to_le_bytes());
-    h[12..20].copy_from_slice(&first_index.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..20]);
-    h[20..24].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-fn record_crc(header12: &[u8], payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(header12), payload)
-}
-
-/// The header of record `index` holding `payload`.
-fn record_header(index: u64, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES as usize] {
-    let mut h = [0u8; RECORD_HEADER_BYTES as usize];
-    h[0..8].copy_from_slice(&index.to_le_bytes());
-    h[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = record_crc(&h[..12], payload);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
 fn read_record(seg: &Segment, index: u64, loc: Loc) -> Result<Bytes> {
     let mut buf = vec![0u8; (RECORD_HEADER_BYTES + u64::from(loc.len)) as usize];
     seg.file
@@ -920,18 +869,6 @@ fn write_parts_at(seg: &Segment, parts: &[&[u8]], mut offset: u64) -> Result<()>
         }
     }
     Ok(())
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
-}
-
-fn le_u64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]
