@@ -78,6 +78,14 @@ impl Shared {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
         self.changed.notify_all();
     }
+
+    /// Deletes the spare if one is ready (nobody will take it: the log is gone).
+    fn discard_ready(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let State::Ready(_, path) = std::mem::replace(&mut *state, State::Idle) {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// The spare of one log directory and the thread that makes it.
@@ -158,16 +166,7 @@ impl Drop for Spare {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         // A spare nobody took is deleted; one being made is deleted by its thread.
-        if let State::Ready(_, path) = std::mem::replace(
-            &mut *self
-                .shared
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-            State::Idle,
-        ) {
-            let _ = fs::remove_file(path);
-        }
+        self.shared.discard_ready();
     }
 }
 
@@ -190,12 +189,7 @@ fn spare_loop(shared: &Shared, dir: &Path, size: u64, rx: &Receiver<()>) {
             }
         }
         if shared.stop.load(Ordering::Acquire) {
-            if let State::Ready(_, path) = std::mem::replace(
-                &mut *shared.state.lock().unwrap_or_else(PoisonError::into_inner),
-                State::Idle,
-            ) {
-                let _ = fs::remove_file(path);
-            }
+            shared.discard_ready();
             return;
         }
     }
