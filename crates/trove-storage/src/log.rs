@@ -402,7 +402,15 @@ impl SegmentLog {
                 // way of growing until it is full), so the first spare is made here, at
                 // start-up, rather than waited for by the first append: that runs inside
                 // Raft, which must not stall.
+                spare.refill();
                 spare.wait_ready(FIRST_SPARE_WAIT);
+            } else if let Some(last) = index.segments.values().next_back() {
+                spare_due(
+                    &spare,
+                    opts.segment_size_bytes,
+                    0,
+                    last.len.load(Ordering::Relaxed),
+                );
             }
             Some(spare)
         } else {
@@ -483,6 +491,8 @@ impl SegmentLog {
         };
         let mut pos = seg.len.load(Ordering::Relaxed);
         let mut buf_start = pos;
+        // Where the segment written last stood before this append (see `spare_due`).
+        let mut seg_len_before = pos;
         // Headers and payloads are written in place (one `pwritev`), not copied into one
         // buffer first: payloads are up to a chunk each.
         let headers: Vec<[u8; RECORD_HEADER_BYTES as usize]> = records
@@ -501,6 +511,7 @@ impl SegmentLog {
                 seg = self.start_segment(w, *index, Some(&seg))?;
                 pos = SEGMENT_HEADER_BYTES;
                 buf_start = pos;
+                seg_len_before = pos;
             }
             locs.push(Loc {
                 offset: pos,
@@ -512,6 +523,9 @@ impl SegmentLog {
         }
         write_parts_at(&seg, &parts, buf_start)?;
         seg.len.store(pos, Ordering::Relaxed);
+        if let Some(spare) = &self.spare {
+            spare_due(spare, self.opts.segment_size_bytes, seg_len_before, pos);
+        }
         if !w.unsynced.iter().any(|s| Arc::ptr_eq(s, &seg)) {
             w.unsynced.push(seg);
         }
@@ -571,9 +585,6 @@ impl SegmentLog {
             }
         };
         sync_dir(&self.dir)?;
-        if let Some(spare) = &self.spare {
-            spare.refill();
-        }
         let seg = Arc::new(Segment {
             first_index,
             path,
@@ -838,6 +849,19 @@ fn read_record(seg: &Segment, index: u64, loc: Loc) -> Result<Bytes> {
         ));
     }
     Ok(Bytes::from(buf).slice(RECORD_HEADER_BYTES as usize..))
+}
+
+/// Asks for the next segment's spare once the segment being written grows past half its
+/// size (from `before` to `after` bytes): soon enough to be ready at the rollover, and
+/// only for a log that will need it (a log of object names may never fill its first
+/// segment, and a spare made at once after each rollover was 64 MiB of writes in the
+/// first moments of every new node). A failed spare is asked for again by the next
+/// segment, not by every append.
+fn spare_due(spare: &Spare, segment_size_bytes: u64, before: u64, after: u64) {
+    let half = segment_size_bytes / 2;
+    if before < half && after >= half {
+        spare.refill();
+    }
 }
 
 /// Slices one `pwritev` takes at most (Linux's `IOV_MAX` is 1024).

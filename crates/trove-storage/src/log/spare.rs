@@ -101,7 +101,7 @@ impl std::fmt::Debug for Spare {
 }
 
 impl Spare {
-    /// Starts the thread and has it make the first spare, of `size` bytes, in `dir`.
+    /// Starts the thread that makes spares of `size` bytes in `dir` (one per `refill`).
     pub(super) fn start(dir: &Path, size: u64) -> io::Result<Spare> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::Idle),
@@ -113,9 +113,7 @@ impl Spare {
         std::thread::Builder::new()
             .name("log-spare".into())
             .spawn(move || spare_loop(&s2, &dir, size, &rx))?;
-        let spare = Spare { shared, wake };
-        spare.refill();
-        Ok(spare)
+        Ok(Spare { shared, wake })
     }
 
     /// The spare, if one is ready; the caller names it (and then calls `refill`).
